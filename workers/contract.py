@@ -1,0 +1,114 @@
+"""The queue contract: what a job asks for and what a worker returns.
+
+Both sides of the queue (the gateway and the workers) speak only these models, serialized as JSON,
+whether the queue is in-process or a Redis Stream. They depend on pydantic alone, so the gateway
+can import them without loading any model code.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AggregatorName = Literal["weaver", "cross_encoder", "cascade", "majority", "mean", "first", "supervised"]
+
+
+class SamplingParams(BaseModel):
+    """Sampling parameters, with OpenAI names."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str
+
+
+class Job(BaseModel):
+    """One unit of work: generate N candidates (or take the given ones), verify, aggregate."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    kind: Literal["generate", "rerank"]
+    prompt: str  # the user-facing query (for chat: the rendered last user turn)
+    messages: list[ChatMessage] | None = None  # full chat for generation; None for rerank
+    candidates: list[str] | None = None  # given candidates (rerank)
+    n_candidates: int = Field(4, ge=1)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    verifiers: list[str] | None = None  # None: the configured default set
+    profile: str | None = None  # a named verifier set from the config
+    aggregator: AggregatorName = "weaver"
+    task: str | None = None  # per-task label models
+    context: dict[str, Any] = Field(default_factory=dict)  # verifier inputs, e.g. {"tests": [...]} for code_tests
+    deadline: float = Field(default_factory=lambda: time.time() + 300.0)  # unix seconds
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Job:
+        if self.kind == "rerank" and not self.candidates:
+            raise ValueError("a rerank job needs candidates")
+        if self.kind == "generate" and self.candidates:
+            raise ValueError("a generate job must not carry candidates")
+        return self
+
+
+class CandidateResult(BaseModel):
+    index: int
+    text: str
+    score: float  # the aggregator's score (P(correct) for probabilistic aggregators)
+    rank: int  # 0 = selected
+    answer: str | None = None  # extracted final answer
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+
+class VerifierDiagnostics(BaseModel):
+    name: str
+    kind: str
+    version: str
+    raw: list[float | None]  # per candidate; None = abstained or failed
+    normalized: list[float | None]
+    vote: list[int | None]  # 1 yes, 0 no, None abstain
+    estimated_accuracy: float | None  # from the label model (None before a fit or when dropped)
+    kept: bool  # used by the aggregator
+    latency_s: float
+    error: str | None = None
+
+
+class GenerationInfo(BaseModel):
+    backend: str
+    model: str
+    requested: int
+    returned: int
+    reason: str | None = None  # why fewer than requested came back
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+
+class JobResult(BaseModel):
+    id: str
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None
+    error_type: str | None = None
+    candidates: list[CandidateResult] = Field(default_factory=list)
+    selected_index: int | None = None
+    confidence: float | None = None  # the selected candidate's aggregator score
+    margin: float | None = None  # top-two score gap
+    aggregator: str = ""
+    aggregator_version: str = ""
+    aggregator_note: str = ""
+    verifier_names: list[str] = Field(default_factory=list)
+    scores: list[list[float | None]] = Field(default_factory=list)  # candidates x verifiers, raw
+    diagnostics: list[VerifierDiagnostics] = Field(default_factory=list)
+    generation: GenerationInfo | None = None
+    timings: dict[str, float] = Field(default_factory=dict)  # stage -> seconds
+    worker: str = ""
