@@ -1,0 +1,1 @@
+"""Generation backends: vLLM (GPU default, optional extra), transformers (CPU default), OpenAI-compatible."""
