@@ -87,7 +87,7 @@ def simulate(
         votes[rng.random((n_samples, n_verifiers)) < abstain[None, :]] = -1
         scores = _emit(votes, kinds, offsets, scales, rng)
         candidates = tuple(
-            Candidate(text=f"candidate {i} of query {q}", correct=bool(y[i]),
+            Candidate(text=f"synthetic candidate {_letters(i)}", correct=bool(y[i]),
                       scores={names[j]: float(scores[i, j]) for j in range(n_verifiers)})
             for i in range(n_samples)
         )
@@ -95,6 +95,11 @@ def simulate(
         labels.append(y)
         all_votes.append(votes)
     return Simulation(sets, names, kinds, tpr, fpr, abstain, balance, labels, all_votes)
+
+
+def _letters(i: int) -> str:
+    """A digit-free id, so answer extraction finds no spurious final answer in synthetic text."""
+    return "".join(chr(ord("a") + int(d)) for d in str(i))
 
 
 def _emit(votes: np.ndarray, kinds: tuple[str, ...], offsets: np.ndarray, scales: np.ndarray,
