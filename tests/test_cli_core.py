@@ -32,10 +32,9 @@ def test_simulate_fit_eval(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in report["rows"]}
     assert rows["weaver"]["note"] == "given model"
     assert report["weaver_version"] == artifact["version"]
-    # the label model recovers the simulated rates it was never shown
-    est = {r["name"]: r["est_tpr"] for r in report["verifier_rows"]}
-    for name, tpr in zip(truth["verifier_names"], truth["tpr"], strict=True):
-        assert abs(est[name] - tpr) < 0.1
+    # the label model recovers the rates it was never shown (here: as measured against the labels)
+    for row in report["verifier_rows"]:
+        assert abs(row["est_tpr"] - row["true_tpr"]) < 0.06 and abs(row["est_fpr"] - row["true_fpr"]) < 0.06
 
 
 def test_fit_missing_file_is_a_clear_error(tmp_path: Path) -> None:
