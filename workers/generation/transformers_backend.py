@@ -20,17 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workers.contract import ChatMessage, SamplingParams
 from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput
+from workers.generation.chat_prompt import load_tokenizer, render_chat
 from workers.generation.errors import GenerationError, PromptTooLongError
 from workers.generation.model_cache import DEFAULT_MODEL, resolve_model
 
 logger = logging.getLogger(__name__)
-
-# Used only when the tokenizer ships no chat template and the config gives none (ChatML, like SmolLM2's).
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 class TransformersSettings(BaseModel):
     """The ``generation:`` block of the worker config for ``backend: transformers``."""
@@ -93,7 +87,7 @@ class TransformersBackend(GenerationBackend):
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         started = time.perf_counter()
         s = self.settings
@@ -107,12 +101,7 @@ class TransformersBackend(GenerationBackend):
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         else:
             dtype = getattr(torch, s.dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
-        tokenizer.padding_side = "left"  # decoder-only: new tokens must follow each prompt directly
-        if s.chat_template:
-            tokenizer.chat_template = s.chat_template
-        elif not getattr(tokenizer, "chat_template", None):
-            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        tokenizer = load_tokenizer(resolved.path, s.chat_template)
         model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype).to(device).eval()
         eos = model.generation_config.eos_token_id
         if eos is None:
@@ -145,10 +134,7 @@ class TransformersBackend(GenerationBackend):
         """Apply the chat template and tokenize (the template carries the special tokens)."""
         if self._tokenizer is None:
             raise GenerationError("transformers backend used before start()")
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        text = self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        ids: list[int] = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
+        return render_chat(self._tokenizer, messages)
 
     async def generate(self, messages: list[ChatMessage], n: int, sampling: SamplingParams) -> GenerationOutput:
         if n < 1:
