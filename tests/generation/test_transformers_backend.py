@@ -89,7 +89,8 @@ async def test_concurrent_requests_share_a_left_padded_batch(tiny_model_dir: Pat
     together = await asyncio.gather(*(backend.generate(chat(p), 2, greedy) for p in prompts))
     for single, batched in zip(alone, together, strict=True):
         assert single.extras["batch_requests"] == 1
-        assert batched.extras["batch_requests"] == 3 and batched.extras["batch_rows"] == 6
+        assert batched.extras["batch_requests"] == 3 and batched.extras["batch_rows"] == 3  # greedy: one row each
+        assert batched.extras["greedy_copies"] == 2 and batched.returned == 2
         assert [c.text for c in batched.candidates] == [c.text for c in single.candidates]
         assert [c.completion_tokens for c in batched.candidates] == [c.completion_tokens for c in single.candidates]
         assert batched.prompt_tokens == single.prompt_tokens

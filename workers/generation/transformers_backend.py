@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workers.contract import ChatMessage, SamplingParams
-from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput
+from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput, replicate_greedy
 from workers.generation.chat_prompt import load_tokenizer, render_chat
 from workers.generation.errors import GenerationError, PromptTooLongError
 from workers.generation.model_cache import DEFAULT_MODEL, resolve_model
@@ -139,6 +139,8 @@ class TransformersBackend(GenerationBackend):
     async def generate(self, messages: list[ChatMessage], n: int, sampling: SamplingParams) -> GenerationOutput:
         if n < 1:
             raise ValueError("n must be >= 1")
+        if sampling.temperature == 0.0 and n > 1:
+            return replicate_greedy(await self.generate(messages, 1, sampling), n)
         prompt_ids = self.render_prompt(messages)
         if self._context_len is not None and len(prompt_ids) >= self._context_len:
             raise PromptTooLongError(
