@@ -116,7 +116,8 @@ class TransformersBackend(GenerationBackend):
         else:
             dtype = getattr(torch, s.dtype)
         tokenizer = load_tokenizer(resolved.path, s.chat_template)
-        model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype).to(device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
+        model = model.to(device).eval()
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
