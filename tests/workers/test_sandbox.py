@@ -22,7 +22,7 @@ TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0", "assert add(10, 5) =
 
 
 def score(candidate: str, tests: list[object] | None = None, timeout_s: float = 3.0) -> tuple[float, str]:
-    verifier = CodeTestsVerifier("code_tests", timeout_s=timeout_s, memory_mb=256)
+    verifier = CodeTestsVerifier("code_tests", test_timeout_s=timeout_s, memory_mb=256)
     result = verifier.score_sync([PairItem("write add(a, b)", candidate, {"tests": tests or TESTS})])[0]
     return result.value, result.note or ""  # type: ignore[union-attr]
 
@@ -176,7 +176,7 @@ def test_sandbox_reports_its_layers() -> None:
 
 async def test_worker_survives_hostile_candidates() -> None:
     config = WorkerConfig(verifiers=[VerifierSpec(name="code_tests", type="code_tests",
-                                                  params={"timeout_s": 2.0, "memory_mb": 256})])
+                                                  params={"test_timeout_s": 2.0, "memory_mb": 256})])
     worker = Worker.from_config(config)
     await worker.start()
     hostile = ["def add(a, b):\n    while True:\n        pass", "import os\nwhile True:\n    os.fork()",
