@@ -56,13 +56,14 @@ def score_candidate_sets(sets: Sequence[Any], verifiers_spec: str, cache_path: s
 
 async def _score_all(sets: Sequence[Any], names: list[str], config: WorkerConfig, cache_path: str | Path | None,
                      progress: bool, timings: dict[str, float], batch_timeout_s: float) -> dict[str, list[np.ndarray]]:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     cache: ScoreCache | None = JsonlScoreCache(cache_path) if cache_path else None
     out: dict[str, list[np.ndarray]] = {}
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not progress, transient=False) as bar:
+                      console=Console(stderr=True), disable=not progress, transient=False) as bar:
             for name in names:
                 verifier = build_verifier(config.spec(name))  # weights load lazily: only on a cache miss
                 verifier.timeout_s = max(verifier.timeout_s, batch_timeout_s)
