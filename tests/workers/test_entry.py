@@ -209,3 +209,26 @@ async def test_nan_scores_are_null_in_the_result(worker: Worker) -> None:
     assert result.status == "ok" and result.scores == [[None, None]]
     assert all(d.raw == [None] for d in result.diagnostics)
     assert not any(isinstance(c.score, float) and math.isnan(c.score) for c in result.candidates)
+
+
+async def test_generate_job_with_a_tiny_transformers_generator(tiny_causal_lm_dir: Path) -> None:
+    """The generate path end to end with the real transformers backend (a tiny random Llama)."""
+    from workers.contract import SamplingParams
+
+    config = cheap_config(generation={"backend": "transformers", "model": str(tiny_causal_lm_dir), "device": "cpu",
+                                      "dtype": "float32", "max_batch_size": 8})
+    generating = Worker.from_config(config)
+    await generating.start()
+    try:
+        assert generating.ready(), generating.readiness_errors()
+        result = await generating.run(Job(kind="generate", prompt="What is 2 + 2?", n_candidates=3,
+                                          sampling=SamplingParams(temperature=1.0, max_tokens=6, seed=1)))
+        assert result.status == "ok", result.error
+        info = result.generation
+        assert info is not None and info.backend and (info.requested, info.returned) == (3, 3)
+        assert info.prompt_tokens > 0 and info.completion_tokens == sum(c.completion_tokens for c in result.candidates)
+        assert len(result.candidates) == 3 and all(c.finish_reason in ("stop", "length") for c in result.candidates)
+        assert np.array(result.scores, dtype=float).shape == (3, 2)
+        assert result.timings["generation"] > 0
+    finally:
+        await generating.close()
