@@ -20,6 +20,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -27,15 +28,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from service.app import create_app  # noqa: E402
 from service.settings import QueueSettings, Settings  # noqa: E402
-from workers.config import WorkerConfig  # noqa: E402
 from workers.contract import Job  # noqa: E402
-from workers.entry import Worker  # noqa: E402
 from workers.queue.redis_worker import RedisWorkerLoop  # noqa: E402
 
 VERIFIERS = ["answer_agreement", "math_check"]
 
 
-def bench_worker_config() -> WorkerConfig:
+def bench_worker_config() -> Any:
+    from workers.config import WorkerConfig
+
     config = WorkerConfig.default().model_dump()
     config.update(generation=None, cache={"memory_size": 0})
     config["verifiers"] = [v for v in config["verifiers"] if v["name"] in VERIFIERS]
@@ -71,6 +72,8 @@ async def timed(n: int, call: Callable[[int], Awaitable[None]]) -> list[float]:
 
 
 async def run(requests: int, redis_url: str | None) -> list[tuple[str, list[float]]]:
+    from workers.entry import Worker
+
     worker = Worker.from_config(bench_worker_config())
     await worker.start()
     rows: list[tuple[str, list[float]]] = []
