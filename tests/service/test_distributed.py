@@ -71,7 +71,8 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM (graceful: finish or hand back in-flight jobs), then the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -80,6 +81,7 @@ class WorkerProcess:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        return self.process.returncode
 
 
 async def live_workers(client: aioredis.Redis, keys: QueueKeys) -> dict[int, str]:
@@ -232,6 +234,7 @@ async def test_redis_restart_gives_503_then_recovers_without_restart(tmp_path: P
             assert recovered.json()["results"][0]["index"] in (0, 1)
             assert (await gateway.get("/readyz")).status_code == 200
         assert worker.process.poll() is None  # the worker survived the outage
+        assert worker.stop() == 0  # and exits cleanly on SIGTERM
     finally:
         worker.stop()
         await client.aclose()
