@@ -1,0 +1,89 @@
+"""Every replica follows the published version: pub/sub for speed, a pointer poll for safety.
+
+The new model is fully built (artifact parsed, arrays prepared) before the callback swaps one
+reference, so a request sees either the old model or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from models.weaver import WeaverModel
+from workers.online.keys import OnlineKeys
+from workers.online.store import RedisModelStore
+
+log = logging.getLogger("weaver.online")
+
+SwapCallback = Callable[[WeaverModel], None]
+
+
+class ModelSubscriber:
+    def __init__(self, client: redis.Redis, keys: OnlineKeys, on_model: SwapCallback,
+                 poll_s: float = 2.0, name: str = "replica") -> None:
+        self.client = client
+        self.keys = keys
+        self.on_model = on_model
+        self.poll_s = poll_s
+        self.name = name
+        self.store = RedisModelStore(client, keys)
+        self.version: str | None = None
+        self.swapped_at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Load the current version now (if any), then follow announcements in a daemon thread."""
+        self.sync()
+        self._thread = threading.Thread(target=self._run, name=f"weaver-model-subscriber-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def sync(self, version: str | None = None) -> bool:
+        """Swap to ``version`` (default: the pointer's) if it is not the one served; True when swapped."""
+        with self._lock:
+            target = version or self.store.current()
+            if target is None or target == self.version:
+                return False
+            try:
+                model = self.store.get(target)  # parsed and prepared before anything is swapped
+            except Exception:  # noqa: BLE001 - a bad artifact must not stop the follower
+                log.exception("replica %s could not load model version %s; keeping %s", self.name, target,
+                              self.version)
+                return False
+            self.on_model(model)
+            self.version = target
+            self.swapped_at = time.time()
+            log.info("replica %s now serves model version %s", self.name, target)
+            return True
+
+    def _run(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.events)
+        last_poll = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is not None and message.get("type") == "message":
+                        # the pointer, not the message, is authoritative: announcements may overtake each other
+                        self.sync()
+                    if time.monotonic() - last_poll >= self.poll_s:
+                        last_poll = time.monotonic()
+                        self.sync()
+                except redis.ConnectionError:
+                    log.warning("replica %s lost its Redis subscription; retrying", self.name)
+                    time.sleep(0.5)
+                    pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self.keys.events)
+        finally:
+            pubsub.close()
