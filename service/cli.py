@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from service.online_cli import register as register_online_commands
+
 app = typer.Typer(
     name="weaver",
     help="Inference-time reranking: sample N candidates, verify them with weak verifiers, select the best.",
@@ -20,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+register_online_commands(app)
 
 
 def _fail(message: str, code: int = 2) -> None:
