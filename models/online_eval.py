@@ -39,6 +39,11 @@ class FeedbackResult:
     known: bool  # the request's selections were still held
     duplicate: bool  # this candidate of this request was labelled before (ignored)
     credited: tuple[str, ...]  # aggregators whose selection this label judged
+    n_candidates: int | None = None  # of the request, when known
+
+
+class CandidateOutOfRange(ValueError):
+    """Feedback named a candidate index the request did not have."""
 
 
 class OnlineAccuracy:
@@ -47,33 +52,41 @@ class OnlineAccuracy:
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._selections: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self._labels: dict[str, dict[int, bool]] = {}
         self._hits: dict[str, int] = {}
         self._labelled: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def record(self, request_id: str, selections: dict[str, int]) -> None:
+    def record(self, request_id: str, selections: dict[str, int], n_candidates: int | None = None) -> None:
         with self._lock:
             self._selections[request_id] = dict(selections)
             self._selections.move_to_end(request_id)
+            if n_candidates is not None:
+                self._sizes[request_id] = n_candidates
             while len(self._selections) > self.capacity:
                 old, _ = self._selections.popitem(last=False)
                 self._labels.pop(old, None)
+                self._sizes.pop(old, None)
 
     def feedback(self, request_id: str, candidate_index: int, correct: bool) -> FeedbackResult:
         with self._lock:
             selections = self._selections.get(request_id)
             if selections is None:
                 return FeedbackResult(request_id, False, False, ())
+            size = self._sizes.get(request_id)
+            if size is not None and not 0 <= candidate_index < size:
+                raise CandidateOutOfRange(f"candidate_index {candidate_index} is out of range: request "
+                                          f"{request_id} had {size} candidates")
             labels = self._labels.setdefault(request_id, {})
             if candidate_index in labels:
-                return FeedbackResult(request_id, True, True, ())
+                return FeedbackResult(request_id, True, True, (), size)
             labels[candidate_index] = correct
             credited = tuple(name for name, selected in selections.items() if selected == candidate_index)
             for name in credited:
                 self._labelled[name] = self._labelled.get(name, 0) + 1
                 self._hits[name] = self._hits.get(name, 0) + int(correct)
-            return FeedbackResult(request_id, True, False, credited)
+            return FeedbackResult(request_id, True, False, credited, size)
 
     def selections(self, request_id: str) -> dict[str, int] | None:
         return self._selections.get(request_id)

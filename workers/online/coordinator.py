@@ -54,7 +54,7 @@ class DistributedRefitter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cache: tuple[str, WeaverModel] | None = None
-        client.hsetnx(keys.fit_state, "last_fit_time", repr(time.time()))
+        self._initialised = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"weaver-refitter-{self.replica_id}", daemon=True)
@@ -76,6 +76,9 @@ class DistributedRefitter:
             self._stop.wait(self.poll_s)
 
     def due(self) -> bool:
+        if not self._initialised:  # the seconds-based policy counts from the first replica's start
+            self.client.hsetnx(self.keys.fit_state, "last_fit_time", repr(time.time()))
+            self._initialised = True
         state = self.client.hgetall(self.keys.fit_state)
         seen_at = int(state.get(b"seen_at_last_fit", 0))
         last_time = float(state.get(b"last_fit_time", time.time()))

@@ -13,43 +13,56 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from models.online import RefitOutcome, estimated_accuracies, positive_rates
 from models.weaver import WeaverModel
 
+_RECENT: dict[str, str] = {"multiprocess_mode": "mostrecent"}  # with PROMETHEUS_MULTIPROC_DIR: latest value wins
+
 
 class OnlineMetrics:
+    _shared: OnlineMetrics | None = None
+
+    @classmethod
+    def shared(cls, drift_alarm: float = 0.25) -> OnlineMetrics:
+        """The process-wide instance on the default registry (what /metrics exports)."""
+        if cls._shared is None:
+            cls._shared = cls(REGISTRY, drift_alarm)
+        cls._shared.drift_alarm_threshold = drift_alarm
+        cls._shared.drift_threshold.set(drift_alarm)
+        return cls._shared
+
     def __init__(self, registry: CollectorRegistry | None = None, drift_alarm: float = 0.25) -> None:
         registry = REGISTRY if registry is None else registry
         self.drift_alarm_threshold = drift_alarm
         self.model_info = Gauge("weaver_model_version_info", "The label-model version this replica serves (1)",
-                                ["version", "source"], registry=registry)
+                                ["version", "source"], registry=registry, **_RECENT)
         self.model_sequence = Gauge("weaver_model_version_sequence", "Sequence number of the served version",
-                                    registry=registry)
+                                    registry=registry, **_RECENT)
         self.estimated_accuracy = Gauge("weaver_verifier_estimated_accuracy",
                                         "Label-free estimated accuracy P(vote == correct) of each kept verifier",
-                                        ["verifier", "task"], registry=registry)
+                                        ["verifier", "task"], registry=registry, **_RECENT)
         self.positive_rate = Gauge("weaver_verifier_positive_rate",
                                    "Share of candidates each verifier voted correct over the last fit window",
-                                   ["verifier", "task"], registry=registry)
+                                   ["verifier", "task"], registry=registry, **_RECENT)
         self.drift_distance = Gauge("weaver_model_drift_distance",
                                     "Max change of any verifier's TPR/FPR between the last two fits",
-                                    ["task"], registry=registry)
+                                    ["task"], registry=registry, **_RECENT)
         self.drift_alarm = Gauge("weaver_model_drift_alarm",
                                  "1 when the last drift distance exceeded the configured threshold",
-                                 ["task"], registry=registry)
+                                 ["task"], registry=registry, **_RECENT)
         self.drift_threshold = Gauge("weaver_model_drift_alarm_threshold", "The configured drift alarm threshold",
-                                     registry=registry)
+                                     registry=registry, **_RECENT)
         self.drift_threshold.set(drift_alarm)
         self.refits = Counter("weaver_model_refits_total", "Refits by outcome (published, rejected) and reason",
                               ["outcome", "reason"], registry=registry)
         self.refit_seconds = Gauge("weaver_model_refit_last_seconds", "Duration of the last refit",
-                                   registry=registry)
+                                   registry=registry, **_RECENT)
         self.cold_start = Gauge("weaver_model_cold_start", "1 while no fitted model is served (cold-start prior)",
-                                registry=registry)
+                                registry=registry, **_RECENT)
         self.cold_start.set(1)
         self.online_accuracy = Gauge("weaver_online_selection_accuracy",
                                      "Selection accuracy of each aggregator on traffic labelled via /v1/feedback",
-                                     ["aggregator"], registry=registry)
+                                     ["aggregator"], registry=registry, **_RECENT)
         self.online_labelled = Gauge("weaver_online_labelled_selections",
                                      "Selections of each aggregator whose correctness feedback told",
-                                     ["aggregator"], registry=registry)
+                                     ["aggregator"], registry=registry, **_RECENT)
 
     def served(self, model: WeaverModel, source: str = "refit", sequence: int | None = None) -> None:
         """A replica swapped to ``model``."""

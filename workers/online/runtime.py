@@ -71,7 +71,8 @@ class OnlineLearning:
         self.settings = settings or OnlineSettings()
         self.config = self.settings.online_config()
         self.replica_id = replica_id or f"replica-{uuid.uuid4().hex[:8]}"
-        self.metrics = OnlineMetrics(registry, self.settings.drift_alarm)
+        self.metrics = (OnlineMetrics(registry, self.settings.drift_alarm) if registry is not None
+                        else OnlineMetrics.shared(self.settings.drift_alarm))
         prior = self.config.cold_start.load()
         self.holder = ModelHolder(prior, "cold_start")
         self.holder.listeners.append(lambda model: self.metrics.served(model, self.holder.source))
@@ -168,7 +169,7 @@ class OnlineLearning:
         query = QueryScores(record.matrix, record.verifier_names, answers, record.task)
         selections = shadow_selections(query, self.holder.model)
         if record.request_id:
-            self.accuracy.record(record.request_id, selections)
+            self.accuracy.record(record.request_id, selections, record.matrix.shape[0])
         return selections
 
     def observe_result(self, job: Job | None, result: JobResult) -> dict[str, int] | None:
@@ -180,7 +181,7 @@ class OnlineLearning:
         selections = self.observe(record, answers)
         if result.selected_index is not None and result.aggregator and result.aggregator not in selections:
             selections[result.aggregator] = result.selected_index
-            self.accuracy.record(record.request_id, selections)
+            self.accuracy.record(record.request_id, selections, record.matrix.shape[0])
         return selections
 
     def feedback(self, request_id: str, candidate_index: int, correct: bool) -> FeedbackResult:

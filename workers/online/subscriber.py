@@ -39,7 +39,10 @@ class ModelSubscriber:
 
     def start(self) -> None:
         """Load the current version now (if any), then follow announcements in a daemon thread."""
-        self.sync()
+        try:
+            self.sync()
+        except redis.RedisError:
+            log.warning("replica %s: Redis unreachable at start; following once it answers", self.name)
         self._thread = threading.Thread(target=self._run, name=f"weaver-model-subscriber-{self.name}", daemon=True)
         self._thread.start()
 
@@ -80,7 +83,7 @@ class ModelSubscriber:
                     if time.monotonic() - last_poll >= self.poll_s:
                         last_poll = time.monotonic()
                         self.sync()
-                except redis.ConnectionError:
+                except redis.RedisError:
                     log.warning("replica %s lost its Redis subscription; retrying", self.name)
                     time.sleep(0.5)
                     pubsub = self.client.pubsub(ignore_subscribe_messages=True)
