@@ -48,10 +48,10 @@ def test_refit_thread_swaps_model_and_exports_gauges(
         assert registry.get_sample_value("weaver_model_version_info",
                                          {"version": swapped[0], "source": "online"}) == 1
         assert registry.get_sample_value("weaver_model_cold_start") == 0
-        acc = registry.get_sample_value("weaver_verifier_estimated_accuracy",
+        acc = registry.get_sample_value("weaver_model_verifier_estimated_accuracy",
                                         {"verifier": "answer_agreement", "task": ""})
         assert acc is not None and 0.5 < acc <= 1.0
-        assert registry.get_sample_value("weaver_verifier_positive_rate",
+        assert registry.get_sample_value("weaver_model_verifier_positive_rate",
                                          {"verifier": "answer_agreement", "task": ""}) is not None
         for q, query in enumerate(queries[60:110]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"s{q}"))

@@ -66,11 +66,15 @@ class DistributedRefitter:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        warned = False
         while not self._stop.is_set():
             try:
                 self.step()
-            except redis.RedisError:
-                log.warning("replica %s: Redis error during refit polling", self.replica_id, exc_info=True)
+                warned = False
+            except redis.RedisError as exc:
+                if not warned:  # once per outage, not once per poll
+                    log.warning("replica %s: Redis error during refit polling: %s", self.replica_id, exc)
+                    warned = True
             except Exception:  # noqa: BLE001 - a failed fit must not kill the loop
                 log.exception("replica %s: refit failed", self.replica_id)
             self._stop.wait(self.poll_s)

@@ -35,10 +35,10 @@ class OnlineMetrics:
                                 ["version", "source"], registry=registry, **_RECENT)
         self.model_sequence = Gauge("weaver_model_version_sequence", "Sequence number of the served version",
                                     registry=registry, **_RECENT)
-        self.estimated_accuracy = Gauge("weaver_verifier_estimated_accuracy",
+        self.estimated_accuracy = Gauge("weaver_model_verifier_estimated_accuracy",
                                         "Label-free estimated accuracy P(vote == correct) of each kept verifier",
                                         ["verifier", "task"], registry=registry, **_RECENT)
-        self.positive_rate = Gauge("weaver_verifier_positive_rate",
+        self.positive_rate = Gauge("weaver_model_verifier_positive_rate",
                                    "Share of candidates each verifier voted correct over the last fit window",
                                    ["verifier", "task"], registry=registry, **_RECENT)
         self.drift_distance = Gauge("weaver_model_drift_distance",

@@ -70,12 +70,15 @@ class ModelSubscriber:
             return True
 
     def _run(self) -> None:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.keys.events)
-        last_poll = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                try:
+        warned = False
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.keys.events)
+                self.sync()  # catch up on anything published while we were not subscribed
+                warned = False
+                last_poll = time.monotonic()
+                while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
                     if message is not None and message.get("type") == "message":
                         # the pointer, not the message, is authoritative: announcements may overtake each other
@@ -83,10 +86,10 @@ class ModelSubscriber:
                     if time.monotonic() - last_poll >= self.poll_s:
                         last_poll = time.monotonic()
                         self.sync()
-                except redis.RedisError:
-                    log.warning("replica %s lost its Redis subscription; retrying", self.name)
-                    time.sleep(0.5)
-                    pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.keys.events)
-        finally:
-            pubsub.close()
+            except redis.RedisError as exc:
+                if not warned:
+                    log.warning("replica %s: model subscription lost (%s); retrying", self.name, exc)
+                    warned = True
+                self._stop.wait(1.0)
+            finally:
+                pubsub.close()
