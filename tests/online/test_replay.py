@@ -1,11 +1,15 @@
 """Acceptance: replaying the dev set one query at a time, refitting every 50, ends within one
-point of an offline fit on all of it. Scores are real (computed from the candidate texts)."""
+point of an offline fit on all of it. Scores are real: four cheap checks computed from the candidate
+texts (``real_scores.py``), and the worker's own cheap CPU verifiers."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from models.aggregators import QueryScores
+from models.data import load_candidate_sets
 from models.online_replay import replay
 
 
@@ -36,3 +40,15 @@ def test_weaver_never_reads_labels(dev_scored: tuple[list[QueryScores], list[np.
     assert honest.online_model is not None and inverted.online_model is not None
     assert honest.online_model.version == inverted.online_model.version
     assert honest.online_accuracy != inverted.online_accuracy
+
+
+def test_online_replay_with_the_workers_cheap_verifiers(dev_set_path: Path, tmp_path: Path) -> None:
+    """The same acceptance with the worker's own CPU verifiers (answer agreement, math check)."""
+    from workers.offline import score_candidate_sets
+
+    sets = load_candidate_sets(dev_set_path)
+    names, matrices = score_candidate_sets(sets, "cheap", cache_path=tmp_path / "scores.jsonl", progress=False)
+    queries = [QueryScores(matrix=m, verifier_names=tuple(names)) for m in matrices]
+    result = replay(queries, [cs.labels for cs in sets], refit_every=50, seed=0)
+    assert all(p.outcome == "published" for p in result.points), [p.reasons for p in result.points]
+    assert abs(result.online_accuracy - result.offline_accuracy) <= 0.01
