@@ -106,6 +106,9 @@ def test_two_gateways_two_workers_share_refits(
             assert serving[name]["version"] == pointer["version"], (name, serving[name])
             assert serving[name]["at"] - pointer["published_at"] < 1.0, (name, serving[name], pointer)
         first_version = pointer["version"]
+        lags = [serving[n]["at"] - pointer["published_at"] for n in REPLICAS]
+        print(f"\nfirst publication by {refits[0]['replica']}: replicas swapped after "
+              + ", ".join(f"{1000 * lag:.0f} ms" for lag in lags))
 
         # 2. kill the refitting replica mid-fit
         redis_client.set(f"{prefix}:test:stall", "1")
@@ -132,6 +135,9 @@ def test_two_gateways_two_workers_share_refits(
             assert serving[name]["version"] == second["version"], (name, serving[name])
             assert serving[name]["at"] - second["published_at"] < 1.0, (name, serving[name], second)
         assert [i.sequence for i in store.versions()] == [1, 2]
+        lags = [serving[n]["at"] - second["published_at"] for n in REPLICAS if n != staller]
+        print(f"killed {staller} mid-fit; {refits[1]['replica']} refitted; survivors swapped after "
+              + ", ".join(f"{1000 * lag:.0f} ms" for lag in lags))
     finally:
         for proc in procs.values():
             if proc.poll() is None:
