@@ -12,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -30,6 +34,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 VERIFIERS = os.environ.get("WEAVER_REPLAY_VERIFIERS", "answer_agreement,math_check").split(",")
 
 
+@asynccontextmanager
+async def app_client(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan, behind an in-memory httpx client."""
+    from service.app import create_app
+
+    app = create_app(settings, **app_kwargs)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        client.app = app  # type: ignore[attr-defined]
+        yield client
+
+
 async def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.time() + timeout
     while not predicate():
@@ -38,7 +54,6 @@ async def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[n
 
 
 async def test_replay_through_the_running_service(dev_set_path: Path) -> None:
-    from tests.service.gateway_support import app_client
     from workers.entry import Worker
 
     sets = load_candidate_sets(dev_set_path)
@@ -58,7 +73,7 @@ async def test_replay_through_the_running_service(dev_set_path: Path) -> None:
     notes: list[str] = []
     try:
         async with app_client(settings, worker=worker) as client:
-            online = client._transport.app.state.gateway.online  # type: ignore[attr-defined]
+            online = client.app.state.gateway.online  # type: ignore[attr-defined]
             for q in order.tolist():
                 cs = sets[q]
                 response = await client.post("/v1/rerank", json={
