@@ -54,6 +54,8 @@ class OnlineMetrics:
                               ["outcome", "reason"], registry=registry)
         self.refit_seconds = Gauge("weaver_model_refit_last_seconds", "Duration of the last refit",
                                    registry=registry, **_RECENT)
+        self.swapped_at = Gauge("weaver_model_swap_timestamp_seconds",
+                                "Unix time this replica last swapped its label model", registry=registry, **_RECENT)
         self.cold_start = Gauge("weaver_model_cold_start", "1 while no fitted model is served (cold-start prior)",
                                 registry=registry, **_RECENT)
         self.cold_start.set(1)
@@ -71,6 +73,7 @@ class OnlineMetrics:
         if sequence is not None:
             self.model_sequence.set(sequence)
         self.cold_start.set(0)
+        self.swapped_at.set_to_current_time()
         self.estimated_accuracy.clear()
         self.positive_rate.clear()
         for task, sub in [("", model), *sorted(model.by_task.items())]:
