@@ -135,21 +135,29 @@ def window_matrices(
     """Align records that may use different verifier sets onto the union of their verifiers.
 
     A verifier a request did not run abstains (NaN) there, which the label model already handles.
+    Scores from an older version of a verifier (its newest version in the window wins) abstain too:
+    an updated verifier's scores are not on the old scale.
     """
     names: dict[str, None] = {}
+    latest: dict[str, str] = {}
     for record in records:
-        for name in record.verifier_names:
+        for j, name in enumerate(record.verifier_names):
             names.setdefault(name, None)
+            if record.verifier_versions and record.verifier_versions[j]:
+                latest[name] = record.verifier_versions[j]
     order = tuple(names)
     index = {name: j for j, name in enumerate(order)}
     matrices: list[np.ndarray] = []
     for record in records:
-        if record.verifier_names == order:
+        stale = [j for j, name in enumerate(record.verifier_names) if record.verifier_versions
+                 and record.verifier_versions[j] and record.verifier_versions[j] != latest.get(name)]
+        if record.verifier_names == order and not stale:
             matrices.append(record.matrix)
             continue
         aligned = np.full((record.matrix.shape[0], len(order)), np.nan)
         for j, name in enumerate(record.verifier_names):
-            aligned[:, index[name]] = record.matrix[:, j]
+            if j not in stale:
+                aligned[:, index[name]] = record.matrix[:, j]
         matrices.append(aligned)
     return order, matrices, [record.task for record in records]
 

@@ -82,6 +82,14 @@ def test_window_aligns_different_verifier_sets() -> None:
     assert np.array_equal(matrices[1], np.array([[np.nan, np.nan, 3.0]]), equal_nan=True)
 
 
+def test_window_drops_scores_of_an_older_verifier_version() -> None:
+    old = ScoreRecord(np.array([[0.2, 0.9]]), ("x", "y"), ("1", "a"))
+    new = ScoreRecord(np.array([[0.7, 0.1]]), ("x", "y"), ("2", "a"))
+    _, matrices, _ = window_matrices([old, new])
+    assert np.array_equal(matrices[0], np.array([[np.nan, 0.9]]), equal_nan=True)
+    assert np.array_equal(matrices[1], np.array([[0.7, 0.1]]))
+
+
 def test_good_window_passes_guardrails(dev_scored: tuple[list[QueryScores], list[np.ndarray]]) -> None:
     queries, _ = dev_scored
     records = _records(queries)
