@@ -68,6 +68,10 @@ class RedisOnlineAccuracy:
         return FeedbackResult(request_id, bool(data["known"]), bool(data["duplicate"]), tuple(sorted(credited)), size)
 
     def summary(self) -> dict[str, tuple[int, int]]:
-        hits = {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.feedback_hits).items()}
-        labelled = {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.feedback_labelled).items()}
+        hits = {_text(k): int(v) for k, v in self.client.hgetall(self.keys.feedback_hits).items()}
+        labelled = {_text(k): int(v) for k, v in self.client.hgetall(self.keys.feedback_labelled).items()}
         return {name: (hits.get(name, 0), count) for name, count in sorted(labelled.items())}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

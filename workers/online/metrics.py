@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from models.online import RefitOutcome, estimated_accuracies, positive_rates
 from models.weaver import WeaverModel
 
-_RECENT: dict[str, str] = {"multiprocess_mode": "mostrecent"}  # with PROMETHEUS_MULTIPROC_DIR: latest value wins
-
 
 class OnlineMetrics:
+    """Gauges use multiprocess_mode="mostrecent": with PROMETHEUS_MULTIPROC_DIR the latest value wins."""
+
     _shared: OnlineMetrics | None = None
 
     @classmethod
@@ -32,39 +32,40 @@ class OnlineMetrics:
         registry = REGISTRY if registry is None else registry
         self.drift_alarm_threshold = drift_alarm
         self.model_info = Gauge("weaver_model_version_info", "The label-model version this replica serves (1)",
-                                ["version", "source"], registry=registry, **_RECENT)
+                                ["version", "source"], registry=registry, multiprocess_mode="mostrecent")
         self.model_sequence = Gauge("weaver_model_version_sequence", "Sequence number of the served version",
-                                    registry=registry, **_RECENT)
+                                    registry=registry, multiprocess_mode="mostrecent")
         self.estimated_accuracy = Gauge("weaver_model_verifier_estimated_accuracy",
                                         "Label-free estimated accuracy P(vote == correct) of each kept verifier",
-                                        ["verifier", "task"], registry=registry, **_RECENT)
+                                        ["verifier", "task"], registry=registry, multiprocess_mode="mostrecent")
         self.positive_rate = Gauge("weaver_model_verifier_positive_rate",
                                    "Share of candidates each verifier voted correct over the last fit window",
-                                   ["verifier", "task"], registry=registry, **_RECENT)
+                                   ["verifier", "task"], registry=registry, multiprocess_mode="mostrecent")
         self.drift_distance = Gauge("weaver_model_drift_distance",
                                     "Max change of any verifier's TPR/FPR between the last two fits",
-                                    ["task"], registry=registry, **_RECENT)
+                                    ["task"], registry=registry, multiprocess_mode="mostrecent")
         self.drift_alarm = Gauge("weaver_model_drift_alarm",
                                  "1 when the last drift distance exceeded the configured threshold",
-                                 ["task"], registry=registry, **_RECENT)
+                                 ["task"], registry=registry, multiprocess_mode="mostrecent")
         self.drift_threshold = Gauge("weaver_model_drift_alarm_threshold", "The configured drift alarm threshold",
-                                     registry=registry, **_RECENT)
+                                     registry=registry, multiprocess_mode="mostrecent")
         self.drift_threshold.set(drift_alarm)
         self.refits = Counter("weaver_model_refits_total", "Refits by outcome (published, rejected) and reason",
                               ["outcome", "reason"], registry=registry)
         self.refit_seconds = Gauge("weaver_model_refit_last_seconds", "Duration of the last refit",
-                                   registry=registry, **_RECENT)
+                                   registry=registry, multiprocess_mode="mostrecent")
         self.swapped_at = Gauge("weaver_model_swap_timestamp_seconds",
-                                "Unix time this replica last swapped its label model", registry=registry, **_RECENT)
+                                "Unix time this replica last swapped its label model", registry=registry,
+                                multiprocess_mode="mostrecent")
         self.cold_start = Gauge("weaver_model_cold_start", "1 while no fitted model is served (cold-start prior)",
-                                registry=registry, **_RECENT)
+                                registry=registry, multiprocess_mode="mostrecent")
         self.cold_start.set(1)
         self.online_accuracy = Gauge("weaver_online_selection_accuracy",
                                      "Selection accuracy of each aggregator on traffic labelled via /v1/feedback",
-                                     ["aggregator"], registry=registry, **_RECENT)
+                                     ["aggregator"], registry=registry, multiprocess_mode="mostrecent")
         self.online_labelled = Gauge("weaver_online_labelled_selections",
                                      "Selections of each aggregator whose correctness feedback told",
-                                     ["aggregator"], registry=registry, **_RECENT)
+                                     ["aggregator"], registry=registry, multiprocess_mode="mostrecent")
 
     def served(self, model: WeaverModel, source: str = "refit", sequence: int | None = None) -> None:
         """A replica swapped to ``model``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 
@@ -29,10 +30,10 @@ class RedisScoreLog:
 
     def window(self, size: int) -> list[ScoreRecord]:
         """The newest ``size`` records, oldest first."""
-        entries = self.client.xrevrange(self.keys.log, count=size)
+        entries: list[Any] = self.client.xrevrange(self.keys.log, count=size) or []
         out = []
         for _entry_id, fields in reversed(entries):
-            raw = fields.get(b"record") if b"record" in fields else fields.get("record")
+            raw = (fields or {}).get(b"record")
             if raw is not None:
                 out.append(ScoreRecord.from_json(json.loads(raw)))
         return out
