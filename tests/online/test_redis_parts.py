@@ -137,3 +137,40 @@ def test_redis_feedback_counts_like_memory(client: redis.Redis, keys: OnlineKeys
     assert wrong.credited == ("first",)
     assert not book.feedback("missing", 0, True).known
     assert book.summary() == {"first": (0, 1), "mean": (1, 1), "weaver": (1, 1)}
+
+
+def test_distributed_refit_rejects_a_degenerate_window(
+    client: redis.Redis, keys: OnlineKeys, dev_scored: tuple[list[QueryScores], list[np.ndarray]],
+) -> None:
+    """A window where one verifier went constant: the refitter rejects it, the pointer stays."""
+    from prometheus_client import CollectorRegistry
+
+    from models.online import OnlineConfig, RefitPolicy
+    from workers.online.coordinator import DistributedRefitter
+    from workers.online.metrics import OnlineMetrics
+
+    queries, _ = dev_scored
+    registry = CollectorRegistry()
+    config = OnlineConfig(policy=RefitPolicy(every_queries=100, every_seconds=3600, window=100, by_task=False))
+    refitter = DistributedRefitter(client, keys, config, "r1", lease_ms=2000, metrics=OnlineMetrics(registry))
+    log = RedisScoreLog(client, keys)
+    for q, query in enumerate(queries[:100]):
+        log.append(ScoreRecord(query.matrix, query.verifier_names, request_id=f"a{q}"))
+    first = refitter.step()
+    assert first is not None and first.published
+    store = RedisModelStore(client, keys)
+    good = store.current()
+    column = queries[0].verifier_names.index("prompt_number_coverage")
+    for q, query in enumerate(queries[100:200]):
+        broken = query.matrix.copy()
+        broken[:, column] = 0.0
+        log.append(ScoreRecord(broken, query.verifier_names, request_id=f"b{q}"))
+    second = refitter.step()
+    assert second is not None and not second.published
+    assert "verifier_lost_signal" in second.reason_codes
+    assert store.current() == good and [i.sequence for i in store.versions()] == [1]
+    state = client.hgetall(keys.fit_state)
+    assert state[b"last_outcome"] == b"rejected" and b"prompt_number_coverage" in state[b"last_reasons"]
+    assert registry.get_sample_value("weaver_model_refits_total",
+                                     {"outcome": "rejected", "reason": "verifier_lost_signal"}) == 1
+    assert refitter.step() is None  # not due again until new queries arrive
