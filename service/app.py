@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api.chat.router import router as chat_router
+from service.api.feedback.router import router as feedback_router
+from service.api.feedback.wiring import build_online, observed
 from service.api.rerank.router import router as rerank_router
 from service.api.system.router import catalog_router, ops_router
 from service.body_limit import BodySizeLimit
@@ -46,6 +48,8 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
                 retry_after_s=q.retry_after_s,
                 shutdown_grace_s=q.shutdown_grace_s,
             )
+    online = build_online(settings.online, settings.redis_url, settings.queue.prefix, worker)
+    queue = observed(queue, online)
     await queue.start()
     limiter: RateLimiter | None = None
     if settings.rate_limit_per_minute:
@@ -59,6 +63,7 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
         keys=KeyChecker(settings.resolved_api_keys()),
         rate_limiter=limiter,
         worker=owned_worker,
+        online=online,
     )
 
 
@@ -69,6 +74,8 @@ async def close_state(state: GatewayState) -> None:
         await state.rate_limiter.close()
     if state.worker is not None:
         await state.worker.close()
+    if state.online is not None:
+        state.online.close()
 
 
 def create_app(settings: Settings | None = None, *, worker: Any = None, queue: JobQueue | None = None) -> FastAPI:
@@ -92,7 +99,7 @@ def create_app(settings: Settings | None = None, *, worker: Any = None, queue: J
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (chat_router, rerank_router, catalog_router, ops_router):
+    for router in (chat_router, rerank_router, catalog_router, ops_router, feedback_router):
         app.include_router(router)
     app.add_middleware(RequestMetrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)

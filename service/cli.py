@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from service.online_cli import register as register_online_commands
 from service.serve_cli import register as register_serve_commands
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+register_online_commands(app)
 
 
 def _fail(message: str, code: int = 2) -> None:

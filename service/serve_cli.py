@@ -77,6 +77,7 @@ def worker(
             result_ttl_s=q.result_ttl_s,
             max_attempts=q.max_attempts,
             shutdown_grace_s=q.shutdown_grace_s,
+            online=settings.online,
         )
     )
     typer.echo(f"worker stopped after {processed} job(s)", err=True)

@@ -21,6 +21,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from workers.online.settings import OnlineSettings
+
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("weaver_config_file", default=None)
 
 
@@ -70,6 +72,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="uvicorn / service log level")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    online: OnlineSettings = Field(default_factory=OnlineSettings)  # online weak supervision (refits, feedback)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -44,12 +44,15 @@ async def start_worker(config_path: Path | None) -> Any:
 
 
 async def run_redis_worker(
-    redis_url: str, config_path: Path | None = None, *, worker: Any = None, **loop_options: Any
+    redis_url: str, config_path: Path | None = None, *, worker: Any = None, online: Any = None, **loop_options: Any
 ) -> int:
     """Consume jobs until SIGTERM/SIGINT; then finish or hand back in-flight jobs. Returns jobs processed."""
     owned = worker is None
     if worker is None:
         worker = await start_worker(config_path)
+    from workers.online.follow import attach_worker
+
+    follower = attach_worker(worker, redis_url, loop_options.get("prefix", "weaver"), online)
     loop = RedisWorkerLoop(worker, redis_url, **loop_options)
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,6 +63,8 @@ async def run_redis_worker(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             running.remove_signal_handler(sig)
+        if follower is not None:
+            follower.close()
         if owned:
             await worker.close()
     return loop.processed

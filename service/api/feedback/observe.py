@@ -1,0 +1,46 @@
+"""The gateway's hook into online learning: a queue wrapper that logs every finished job's scores.
+
+Wrapping the queue keeps the chat and rerank code untouched: whatever submits a job, its score
+matrix reaches the score log and its selections reach the feedback book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from workers.contract import Job, JobResult
+from workers.online.runtime import OnlineLearning
+from workers.queue.base import Catalog, JobQueue, QueueStats
+
+log = logging.getLogger("weaver.online")
+
+
+class ObservedQueue(JobQueue):
+    def __init__(self, inner: JobQueue, online: OnlineLearning) -> None:
+        self.inner = inner
+        self.online = online
+        self.mode = inner.mode
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def submit(self, job: Job) -> JobResult:
+        result = await self.inner.submit(job)
+        try:
+            await asyncio.to_thread(self.online.observe_result, job, result)
+        except Exception:  # noqa: BLE001 - learning must never fail a request
+            log.exception("could not log job %s for online learning", job.id)
+        return result
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def stats(self) -> QueueStats:
+        return await self.inner.stats()
+
+    async def catalog(self) -> Catalog:
+        return await self.inner.catalog()

@@ -1,0 +1,208 @@
+"""``weaver models list|show|rollback`` (published label-model versions) and ``weaver online replay``.
+
+A store is a directory (embedded mode's ``online.model_dir``) or a Redis URL (distributed mode; a
+rollback there is announced, and every replica swaps within its subscriber's reaction time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+models_app = typer.Typer(help="Label-model versions published by online learning.", no_args_is_help=True)
+online_app = typer.Typer(help="Online weak supervision tools.", no_args_is_help=True)
+
+StoreOption = Annotated[str, typer.Option(
+    "--store", envvar="WEAVER_MODEL_STORE",
+    help="A version directory, or a Redis URL (redis://host:6379/0) for distributed mode")]
+PrefixOption = Annotated[str, typer.Option("--prefix", envvar="WEAVER_QUEUE__PREFIX", help="Redis key prefix")]
+
+
+def open_store(store: str, prefix: str = "weaver") -> Any:
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        from workers.online.keys import OnlineKeys
+        from workers.online.store import RedisModelStore
+
+        return RedisModelStore(redis.Redis.from_url(store), OnlineKeys(prefix))
+    from models.online import DirectoryModelStore
+
+    if not Path(store).is_dir():
+        raise typer.BadParameter(f"no version store at {store}", param_hint="--store")
+    return DirectoryModelStore(store)
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _resolve(model_store: Any, ref: str) -> str:
+    from models.online import VersionNotFound, resolve_version
+
+    try:
+        return resolve_version(model_store, ref)
+    except (VersionNotFound, ValueError) as exc:
+        typer.echo(f"error: no unique version {ref!r} ({exc})", err=True)
+        raise typer.Exit(2) from None
+
+
+@models_app.command("list")
+def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = "weaver",
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every kept version, oldest first; * marks the one being served."""
+    from rich.console import Console
+    from rich.table import Table
+
+    model_store = open_store(store, prefix)
+    infos = model_store.versions()
+    current = model_store.current()
+    if as_json:
+        typer.echo(json.dumps({"current": current, "versions": [i.to_json() for i in infos]}, indent=2))
+        return
+    table = Table(title=f"label-model versions in {store}")
+    for col in ("", "seq", "version", "created", "source", "queries", "drift", "tasks", "note"):
+        table.add_column(col)
+    for info in infos:
+        table.add_row("*" if info.version == current else "", f"v{info.sequence}", info.version,
+                      _when(info.created_at), info.source, str(info.n_queries),
+                      "-" if info.drift is None else f"{info.drift:.3f}", ",".join(info.tasks), info.note)
+    Console().print(table)
+    if not infos:
+        typer.echo("no versions yet (the service serves its cold-start prior)")
+
+
+@models_app.command("show")
+def show_version(version: Annotated[str, typer.Argument(help="version hash, prefix, or sequence (v3)")],
+                 store: StoreOption = ".weaver/models", prefix: PrefixOption = "weaver",
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A version's fit report: class balance, convergence, every verifier's rates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    model_store = open_store(store, prefix)
+    full = _resolve(model_store, version)
+    model = model_store.get(full)
+    if as_json:
+        typer.echo(json.dumps(model.to_json(), indent=2, default=lambda v: v.item()))
+        return
+    rep = model.report
+    out = Console()
+    out.print(f"[bold]{full}[/] {'(serving)' if model_store.current() == full else ''}: {rep.n_queries} queries, "
+              f"{rep.n_candidates} candidates, class balance {rep.class_balance:.3f}, "
+              f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations; "
+              f"task models: {', '.join(sorted(model.by_task)) or 'none'}")
+    table = Table()
+    for col in ("verifier", "kept", "pos rate", "threshold", "est TPR", "est FPR", "est acc"):
+        table.add_column(col, justify="left" if col in ("verifier", "kept") else "right")
+    for v in rep.verifiers:
+        table.add_row(v.name, "yes" if v.kept else f"no ({v.reason})", f"{v.positive_rate:.3f}",
+                      f"{v.threshold:.3f}", *("-" if math.isnan(x) else f"{x:.3f}" for x in (v.tpr, v.fpr, v.accuracy)))
+    out.print(table)
+    for warning in rep.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+
+
+@models_app.command("rollback")
+def rollback_version(version: Annotated[str, typer.Argument(help="version hash, prefix, or sequence (v3)")],
+                     store: StoreOption = ".weaver/models", prefix: PrefixOption = "weaver") -> None:
+    """Serve a kept version again (replicas following a Redis store swap to it at once)."""
+    from models.online import rollback
+
+    model_store = open_store(store, prefix)
+    full = _resolve(model_store, version)
+    info = rollback(model_store, full)
+    typer.echo(f"now serving v{info.sequence} ({full})")
+
+
+@online_app.command("replay")
+def replay_cmd(
+    file: Annotated[Path, typer.Argument(help="Labelled candidate sets (JSON Lines)")],
+    refit_every: Annotated[int, typer.Option(help="Refit after this many new queries")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the random stream order")] = 0,
+    window: Annotated[int | None, typer.Option(help="Refit window in queries (default: everything seen)")] = None,
+    verifiers: Annotated[str | None, typer.Option(help="Verifiers to compute (profile or names); default: the "
+                                                       "file's scores, else answer agreement")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Score cache for computed verifiers")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: accuracy and per-verifier estimated rates "
+                                                   "against queries seen")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stream a labelled file through the online learner one query at a time (labels only evaluate)."""
+    from models.online_replay import replay
+    from service.cli import _load_sets, build_queries
+
+    sets = _load_sets(file)
+    if cache is None and verifiers not in (None, "answer_agreement"):
+        cache = Path(".cache") / f"scores-{file.stem}.jsonl"
+    queries, source = build_queries(sets, verifiers, cache)
+    labels = [cs.labels for cs in sets]
+    if any(y is None for y in labels):
+        typer.echo("error: replay needs labelled candidates (`correct`) to measure accuracy", err=True)
+        raise typer.Exit(2)
+    result = replay(queries, labels, refit_every=refit_every, seed=seed, window=window)
+    summary = {
+        "file": str(file), "scores": source, "queries": len(queries), "refit_every": refit_every, "seed": seed,
+        "online_accuracy": result.online_accuracy, "offline_accuracy": result.offline_accuracy,
+        "prequential_accuracy": result.prequential_accuracy,
+        "refits": [{"seen": p.seen, "outcome": p.outcome, "reasons": list(p.reasons), "version": p.version,
+                    "whole_set_accuracy": p.whole_set_accuracy, "drift": None if math.isnan(p.drift) else p.drift,
+                    "estimated_accuracy": p.estimated_accuracy} for p in result.points],
+    }
+    if plot is not None:
+        write_replay_plot(result, plot, title=f"{file.name}: online refits every {refit_every} queries")
+        summary["plot"] = str(plot)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"scores: {source}")
+    for p in result.points:
+        typer.echo(f"after {p.seen:5d} queries: {p.outcome:9s} serving {p.version}  whole-set accuracy "
+                   f"{100 * p.whole_set_accuracy:.1f}%  prequential {100 * p.prequential_accuracy:.1f}%"
+                   + (f"  ({'; '.join(p.reasons)})" if p.reasons else ""))
+    typer.echo(f"online model: {100 * result.online_accuracy:.1f}%  offline fit on all: "
+               f"{100 * result.offline_accuracy:.1f}%  prequential (served online): "
+               f"{100 * result.prequential_accuracy:.1f}%")
+    if plot is not None:
+        typer.echo(f"wrote {plot}")
+
+
+def write_replay_plot(result: Any, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = [p.seen for p in result.points]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    top.plot(seen, [100 * p.whole_set_accuracy for p in result.points], "o-", label="online model, whole set")
+    top.plot(seen, [100 * p.prequential_accuracy for p in result.points], "s--", label="served so far (prequential)")
+    top.axhline(100 * result.offline_accuracy, color="gray", linestyle=":", label="offline fit on all")
+    top.set_ylabel("selection accuracy (%)")
+    top.legend(loc="lower right")
+    top.set_title(title)
+    names = sorted({name for p in result.points for name in p.estimated_accuracy})
+    for name in names:
+        line, = bottom.plot(seen, [p.estimated_accuracy.get(name, float("nan")) for p in result.points], "o-",
+                            label=f"{name} est. accuracy")
+        bottom.plot(seen, [p.positive_rate.get(name, float("nan")) for p in result.points], ":",
+                    color=line.get_color(), label=f"{name} positive rate")
+    bottom.set_xlabel("queries seen")
+    bottom.set_ylabel("per-verifier rate (label-free)")
+    bottom.set_ylim(0, 1.02)
+    bottom.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``weaver models ...`` and ``weaver online ...`` to the main CLI."""
+    app.add_typer(models_app, name="models")
+    app.add_typer(online_app, name="online")

@@ -1,0 +1,104 @@
+"""Prometheus gauges and counters of online weak supervision (``weaver_`` prefix).
+
+One ``OnlineMetrics`` per process and registry; every replica updates the model gauges when it swaps,
+the replica that refits counts the outcome.
+"""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from models.online import RefitOutcome, estimated_accuracies, positive_rates
+from models.weaver import WeaverModel
+
+
+class OnlineMetrics:
+    """Gauges use multiprocess_mode="mostrecent": with PROMETHEUS_MULTIPROC_DIR the latest value wins."""
+
+    _shared: OnlineMetrics | None = None
+
+    @classmethod
+    def shared(cls, drift_alarm: float = 0.25) -> OnlineMetrics:
+        """The process-wide instance on the default registry (what /metrics exports)."""
+        if cls._shared is None:
+            cls._shared = cls(REGISTRY, drift_alarm)
+        cls._shared.drift_alarm_threshold = drift_alarm
+        cls._shared.drift_threshold.set(drift_alarm)
+        return cls._shared
+
+    def __init__(self, registry: CollectorRegistry | None = None, drift_alarm: float = 0.25) -> None:
+        registry = REGISTRY if registry is None else registry
+        self.drift_alarm_threshold = drift_alarm
+        self.model_info = Gauge("weaver_model_version_info", "The label-model version this replica serves (1)",
+                                ["version", "source"], registry=registry, multiprocess_mode="mostrecent")
+        self.model_sequence = Gauge("weaver_model_version_sequence", "Sequence number of the served version",
+                                    registry=registry, multiprocess_mode="mostrecent")
+        self.estimated_accuracy = Gauge("weaver_model_verifier_estimated_accuracy",
+                                        "Label-free estimated accuracy P(vote == correct) of each kept verifier",
+                                        ["verifier", "task"], registry=registry, multiprocess_mode="mostrecent")
+        self.positive_rate = Gauge("weaver_model_verifier_positive_rate",
+                                   "Share of candidates each verifier voted correct over the last fit window",
+                                   ["verifier", "task"], registry=registry, multiprocess_mode="mostrecent")
+        self.drift_distance = Gauge("weaver_model_drift_distance",
+                                    "Max change of any verifier's TPR/FPR between the last two fits",
+                                    ["task"], registry=registry, multiprocess_mode="mostrecent")
+        self.drift_alarm = Gauge("weaver_model_drift_alarm",
+                                 "1 when the last drift distance exceeded the configured threshold",
+                                 ["task"], registry=registry, multiprocess_mode="mostrecent")
+        self.drift_threshold = Gauge("weaver_model_drift_alarm_threshold", "The configured drift alarm threshold",
+                                     registry=registry, multiprocess_mode="mostrecent")
+        self.drift_threshold.set(drift_alarm)
+        self.refits = Counter("weaver_model_refits_total", "Refits by outcome (published, rejected) and reason",
+                              ["outcome", "reason"], registry=registry)
+        self.refit_seconds = Gauge("weaver_model_refit_last_seconds", "Duration of the last refit",
+                                   registry=registry, multiprocess_mode="mostrecent")
+        self.swapped_at = Gauge("weaver_model_swap_timestamp_seconds",
+                                "Unix time this replica last swapped its label model", registry=registry,
+                                multiprocess_mode="mostrecent")
+        self.cold_start = Gauge("weaver_model_cold_start", "1 while no fitted model is served (cold-start prior)",
+                                registry=registry, multiprocess_mode="mostrecent")
+        self.cold_start.set(1)
+        self.online_accuracy = Gauge("weaver_online_selection_accuracy",
+                                     "Selection accuracy of each aggregator on traffic labelled via /v1/feedback",
+                                     ["aggregator"], registry=registry, multiprocess_mode="mostrecent")
+        self.online_labelled = Gauge("weaver_online_labelled_selections",
+                                     "Selections of each aggregator whose correctness feedback told",
+                                     ["aggregator"], registry=registry, multiprocess_mode="mostrecent")
+
+    def served(self, model: WeaverModel, source: str = "refit", sequence: int | None = None) -> None:
+        """A replica swapped to ``model``."""
+        self.model_info.clear()
+        self.model_info.labels(version=model.version, source=source).set(1)
+        if sequence is not None:
+            self.model_sequence.set(sequence)
+        self.cold_start.set(0)
+        self.swapped_at.set_to_current_time()
+        self.estimated_accuracy.clear()
+        self.positive_rate.clear()
+        for task, sub in [("", model), *sorted(model.by_task.items())]:
+            for name, value in estimated_accuracies(sub).items():
+                self.estimated_accuracy.labels(verifier=name, task=task).set(value)
+            for name, value in positive_rates(sub).items():
+                self.positive_rate.labels(verifier=name, task=task).set(value)
+
+    def refitted(self, outcome: RefitOutcome) -> None:
+        self.refit_seconds.set(outcome.fit_seconds)
+        if outcome.published:
+            self.refits.labels(outcome="published", reason="").inc()
+            distance = outcome.drift.distance
+            if not math.isnan(distance):
+                self.drift_distance.labels(task="").set(distance)
+                self.drift_alarm.labels(task="").set(float(distance > self.drift_alarm_threshold))
+        else:
+            for code in outcome.reason_codes:
+                self.refits.labels(outcome="rejected", reason=code).inc()
+        for name, value in positive_rates(outcome.model).items():  # the window's rates, published or not
+            self.positive_rate.labels(verifier=name, task="").set(value)
+
+    def accuracy(self, summary: dict[str, tuple[int, int]]) -> None:
+        for aggregator, (hits, labelled) in summary.items():
+            self.online_labelled.labels(aggregator=aggregator).set(labelled)
+            if labelled:
+                self.online_accuracy.labels(aggregator=aggregator).set(hits / labelled)
