@@ -50,6 +50,7 @@ class Job(BaseModel):
     task: str | None = None  # per-task label models
     context: dict[str, Any] = Field(default_factory=dict)  # verifier inputs, e.g. {"tests": [...]} for code_tests
     deadline: float = Field(default_factory=lambda: time.time() + 300.0)  # unix seconds
+    enqueued_at: float | None = None  # unix seconds, set by the queue (queue-wait metrics)
 
     @model_validator(mode="after")
     def _check_kind(self) -> Job:
