@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from service.serve_cli import register as register_serve_commands
+
 app = typer.Typer(
     name="weaver",
     help="Inference-time reranking: sample N candidates, verify them with weak verifiers, select the best.",
@@ -240,6 +242,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+register_serve_commands(app)
 
 
 def main() -> None:  # pragma: no cover - console entry

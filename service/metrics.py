@@ -84,10 +84,8 @@ def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
     timings = result.timings
     if "queue_wait" in timings:
         QUEUE_WAIT.observe(timings["queue_wait"])
-    if "generation" in timings:
-        GENERATION_LATENCY.observe(timings["generation"])
-    elif result.generation is not None:
-        GENERATION_LATENCY.observe(result.generation.latency_s)
+    if result.generation is not None:  # rerank jobs sample nothing
+        GENERATION_LATENCY.observe(timings.get("generation", result.generation.latency_s))
     if "aggregation" in timings:
         AGGREGATION_LATENCY.observe(timings["aggregation"])
     for diag in result.diagnostics:

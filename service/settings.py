@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,6 +27,8 @@ _CONFIG_FILE: ContextVar[str | None] = ContextVar("weaver_config_file", default=
 class LimitSettings(BaseModel):
     """Request limits, enforced before any work starts."""
 
+    model_config = ConfigDict(extra="forbid")
+
     max_candidates: int = Field(16, ge=1, description="most candidates per chat request / documents per rerank")
     max_chars: int = Field(32_000, ge=1, description="most characters of prompt plus candidates in one request")
     max_verifiers: int = Field(16, ge=1, description="most verifiers named in one request")
@@ -36,6 +38,8 @@ class LimitSettings(BaseModel):
 
 class QueueSettings(BaseModel):
     """The job queue (in-process in embedded mode, a Redis Stream in distributed mode)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_depth: int = Field(64, ge=1, description="jobs waiting or running before new ones get 429")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After sent with a 429 for a full queue")

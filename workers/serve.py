@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 def load_worker_config(path: Path | None) -> Any:
     """The worker config from ``path`` (default: the embedded CPU set in workers/default_config.yaml)."""
-    from workers.config import load_worker_config as load
+    from workers.config import WorkerConfig
 
-    return load(path)
+    return WorkerConfig.default() if path is None else WorkerConfig.from_yaml(path)
 
 
 async def start_worker(config_path: Path | None) -> Any:

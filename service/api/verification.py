@@ -103,8 +103,10 @@ def raise_for_job_error(result: JobResult) -> None:
         return
     kind = result.error_type or "worker_error"
     message = result.error or "the worker could not complete the job"
-    if kind == "deadline_exceeded":
-        raise APIError(504, message, type="timeout_error", code=kind)
+    if kind in {"deadline_exceeded", "timeout_error"}:
+        raise APIError(504, message, type="timeout_error", code="deadline_exceeded")
+    if kind == "service_unavailable":
+        raise APIError(503, message, type="service_unavailable", code=kind)
     if "invalid" in kind or kind in {"unknown_verifier", "unknown_profile", "bad_request"}:
         raise APIError(400, message, code=kind)
     raise APIError(500, message, type="worker_error", code=kind)

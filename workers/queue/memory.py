@@ -80,6 +80,10 @@ class InProcessQueue(JobQueue):
             self._running[job.id] = job.enqueued_at or time.time()
             try:
                 result = await run_job(self.worker, job)
+            except asyncio.CancelledError:  # shutdown past the grace period: answer, don't leave it hanging
+                if not future.done():
+                    future.set_exception(QueueUnavailable(f"job {job.id} interrupted by shutdown"))
+                raise
             finally:
                 self._running.pop(job.id, None)
             if future.done():

@@ -50,9 +50,8 @@ class RedisJobQueue(JobQueue):
 
     async def submit(self, job: Job) -> JobResult:
         job.enqueued_at = time.time()
-        entry = await guarded(
-            lambda: self._enqueue(keys=[self.keys.stream], args=[self.max_depth, job.model_dump_json(), JOB_FIELD])
-        )
+        payload = job.model_dump_json()
+        entry = await guarded(self._enqueue(keys=[self.keys.stream], args=[self.max_depth, payload, JOB_FIELD]))
         if entry is None:
             raise QueueFull(f"queue is full ({self.max_depth} jobs waiting or running)", self.retry_after_s)
         reply = self.keys.reply(job.id)

@@ -36,7 +36,8 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
     settings = state.settings
     options = request.verification or ChatVerification()
     await check_model(request.model, state)
-    n_candidates = options.n_candidates or max(settings.default_n_candidates, request.n)
+    limit = settings.limits.max_candidates
+    n_candidates = options.n_candidates or min(max(settings.default_n_candidates, request.n), limit)
     if n_candidates > settings.limits.max_candidates:
         raise invalid(
             f"n_candidates={n_candidates} exceeds the limit of {settings.limits.max_candidates}",

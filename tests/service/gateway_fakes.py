@@ -48,8 +48,12 @@ class FakeWorker:
         generation = None
         if job.kind == "generate":
             generation = GenerationInfo(
-                backend="fake", model="fake", requested=job.n_candidates, returned=len(texts),
-                prompt_tokens=5, completion_tokens=3 * len(texts),
+                backend="fake",
+                model="fake",
+                requested=job.n_candidates,
+                returned=len(texts),
+                prompt_tokens=5,
+                completion_tokens=3 * len(texts),
             )
         return JobResult(
             id=job.id,
@@ -61,8 +65,15 @@ class FakeWorker:
             verifier_names=["length"],
             diagnostics=[
                 VerifierDiagnostics(
-                    name="length", kind="fake", version="1", raw=scores, normalized=scores,
-                    vote=[int(s > 0.5) for s in scores], estimated_accuracy=None, kept=True, latency_s=0.001,
+                    name="length",
+                    kind="fake",
+                    version="1",
+                    raw=scores,
+                    normalized=scores,
+                    vote=[int(s > 0.5) for s in scores],
+                    estimated_accuracy=None,
+                    kept=True,
+                    latency_s=0.001,
                 )
             ],
             generation=generation,
