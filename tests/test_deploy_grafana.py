@@ -148,10 +148,15 @@ def exported_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]
         assert response.status_code == 200, response.text
         text = httpx.get(f"{base}/metrics", timeout=10).text
     families = {f.name: f.type for f in text_string_to_metric_families(text)}
-    samples = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
-    exported = {f"{name}{suffix}": kind for name, kind in families.items() for suffix in SAMPLE_SUFFIXES[kind]}
-    assert "weaver_verifier_duration_seconds_count" in samples, "the rerank request left no verifier samples"
-    return exported
+    samples = {(s.name, s.labels.get("verifier", "")): s.value for f in text_string_to_metric_families(text)
+               for s in f.samples}
+    # the one rerank request (2 documents, cheap profile) must show up in the per-verifier series
+    for verifier in ("answer_agreement", "math_check"):
+        assert samples[("weaver_verifier_duration_seconds_count", verifier)] == 1
+        assert samples[("weaver_verifier_batches_total", verifier)] >= 1
+        assert samples[("weaver_verifier_batched_items_total", verifier)] >= 1
+    assert samples[("weaver_worker_slots", "")] >= 1, "embedded worker ready: its slots must be counted"
+    return {f"{name}{suffix}": kind for name, kind in families.items() for suffix in SAMPLE_SUFFIXES[kind]}
 
 
 @pytest.mark.slow

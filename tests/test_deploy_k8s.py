@@ -146,15 +146,26 @@ def test_gateway_probes_and_wiring(overlay: Path) -> None:
     pdbs = [p for p in budgets if selects(p["spec"]["selector"]["matchLabels"], pod_labels)]
     assert len(pdbs) == 1
 
-    secret_refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
-    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
-    for ref in secret_refs:
-        assert ref["key"] in secrets[ref["name"]].get("stringData", secrets[ref["name"]].get("data", {}))
-
     volumes = gateway["spec"]["template"]["spec"]["volumes"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    (keys_volume,) = [v for v in volumes if "secret" in v]
+    assert keys_volume["secret"]["secretName"] in secrets
+    config_maps = {c["metadata"]["name"]: c for c in by_kind(docs, "ConfigMap")}
     config_volumes = [v["configMap"]["name"] for v in volumes if "configMap" in v]
-    config_maps = {c["metadata"]["name"] for c in by_kind(docs, "ConfigMap")}
-    assert set(config_volumes) <= config_maps, "kustomize did not rewrite the hashed ConfigMap name"
+    assert set(config_volumes) <= set(config_maps), "kustomize did not rewrite the hashed ConfigMap name"
+
+    # the settings file the gateway is started with must exist in its ConfigMap and load
+    config_path = container["args"][container["args"].index("--config") + 1]
+    (config_map,) = [config_maps[name] for name in config_volumes]
+    assert config_path == f"{mounts['config']}/gateway.yaml" and "gateway.yaml" in config_map["data"]
+    settings = yaml.safe_load(config_map["data"]["gateway.yaml"])
+    assert settings["api_keys_file"].startswith(mounts[keys_volume["name"]] + "/")
+    key_file = settings["api_keys_file"].rsplit("/", 1)[1]
+    assert key_file in secrets[keys_volume["secret"]["secretName"]]["stringData"]
+    assert settings["port"] == container["ports"][0]["containerPort"]
+    assert settings["queue"]["shutdown_grace_s"] < gateway["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert not settings["protect_ops_endpoints"], "kubelet probes carry no API key"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
@@ -200,12 +211,43 @@ def test_distributed_overlay_has_redis_and_gpu_worker() -> None:
     assert redis_url in container["args"], "gateway and workers must share one stream"
 
 
-@pytest.mark.parametrize("name", ["worker-cpu.yaml"])
-def test_config_map_worker_config_is_a_valid_worker_config(name: str) -> None:
-    config_module = pytest.importorskip("workers.config", reason="workers.config lands with the workers branch")
-    config_module.WorkerConfig.from_yaml(K8S / "base" / "config" / name)
+CONFIGS = [
+    K8S / "base" / "config" / "worker-cpu.yaml",
+    K8S / "components" / "distributed" / "config" / "worker-gpu.yaml",
+]
 
 
-def test_gpu_worker_config_is_a_valid_worker_config() -> None:
-    config_module = pytest.importorskip("workers.config", reason="workers.config lands with the workers branch")
-    config_module.WorkerConfig.from_yaml(K8S / "components" / "distributed" / "config" / "worker-gpu.yaml")
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_worker_configs_load_and_name_registered_verifiers(path: Path) -> None:
+    from workers.config import WorkerConfig
+    from workers.verifiers import verifier_types
+
+    config = WorkerConfig.from_yaml(path)
+    unknown = {spec.type for spec in config.verifiers} - set(verifier_types())
+    assert not unknown, f"{path.name}: unknown verifier types {unknown}"
+    assert config.default_profile is not None and "cheap" in config.profiles
+
+
+def test_gateway_config_loads_with_the_service_settings() -> None:
+    from service.settings import load_settings
+
+    settings = load_settings(K8S / "base" / "config" / "gateway.yaml")
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+    assert settings.mode == "embedded"
+    assert str(settings.worker_config) == "/etc/weaver/worker.yaml"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_container_args_are_valid_weaver_commands(overlay: Path) -> None:
+    from typer.main import get_command
+
+    from service import cli
+
+    commands = get_command(cli.app).commands  # type: ignore[attr-defined]
+    for doc in by_kind(render(overlay), "Deployment"):
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            args = container["args"]
+            assert args[0] in commands, f"{doc['metadata']['name']}: no `weaver {args[0]}`"
+            options = {opt for param in commands[args[0]].params for opt in param.opts}
+            unknown = [a for a in args[1:] if a.startswith("--") and a not in options]
+            assert not unknown, f"{doc['metadata']['name']}: `weaver {args[0]}` has no {unknown}"

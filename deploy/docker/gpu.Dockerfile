@@ -31,6 +31,7 @@ WORKDIR /home/weaver
 USER 10001:10001
 EXPOSE 9400
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9400/healthz', timeout=3).status != 200)"]
+    CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9400/metrics', timeout=3).status != 200)"]
 ENTRYPOINT ["weaver"]
-CMD ["worker", "--config", "/etc/weaver/worker.yaml", "--metrics-port", "9400"]
+# Kubernetes passes its own args (deploy/k8s/components/distributed/worker-deployment.yaml).
+CMD ["worker", "--redis-url", "redis://redis:6379/0", "--worker-config", "/etc/weaver/worker.yaml", "--metrics-port", "9400"]
