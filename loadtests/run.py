@@ -65,13 +65,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_service(env: dict[str, str] | None = None, ready_timeout_s: float = 600.0) -> Iterator[str]:
-    """``weaver serve`` (embedded) on a free port; yields its base URL once /readyz answers 200."""
+def local_service(
+    env: dict[str, str] | None = None, worker_config: Path | None = None, ready_timeout_s: float = 300.0
+) -> Iterator[str]:
+    """``weaver serve`` (embedded) on a free port; yields its base URL once /readyz answers 200.
+
+    The embedded app loads its models before it accepts connections, so a 503 from /readyz means a
+    component failed to load: that is reported at once instead of waiting out the timeout.
+    """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     log = tempfile.NamedTemporaryFile(prefix="weaver-serve-", suffix=".log", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if worker_config is not None:
+        cmd += ["--worker-config", str(worker_config)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + ready_timeout_s
@@ -79,10 +87,13 @@ def local_service(env: dict[str, str] | None = None, ready_timeout_s: float = 60
             if proc.poll() is not None:
                 raise RuntimeError(f"weaver serve exited with {proc.returncode}; log: {log.name}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200:
-                    break
+                response = httpx.get(f"{base}/readyz", timeout=2.0)
             except httpx.HTTPError:
-                pass
+                response = None
+            if response is not None and response.status_code == 200:
+                break
+            if response is not None:
+                raise RuntimeError(f"service started but is not ready: {response.text}; log: {log.name}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"service not ready after {ready_timeout_s:.0f} s; log: {log.name}")
             time.sleep(0.5)
@@ -162,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-time", default="30s", help="duration of each step (locust syntax: 30s, 2m)")
     parser.add_argument("--user-rps", type=float, default=None, help="pace each user to this rate (else 0.5-1.5 s)")
     parser.add_argument("--host", default=None, help="base URL of a running service; default: start one locally")
+    parser.add_argument("--worker-config", type=Path, default=None,
+                        help="worker YAML for the local service (default: the embedded CPU set)")
     args = parser.parse_args(argv)
 
     env = {"WEAVER_LOADTEST_USER_RPS": str(args.user_rps)} if args.user_rps else {}
@@ -178,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host:
         results = run_steps(args.host)
     else:
-        with local_service() as host:
+        with local_service(worker_config=args.worker_config) as host:
             print(f"started embedded service at {host}", flush=True)
             results = run_steps(host)
     print()
