@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from service.errors import APIError
 from service.security import bearer_token, key_id
@@ -13,18 +13,19 @@ from service.state import GatewayState
 from workers.queue.base import JobQueue
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
+    """Dependencies are async on purpose: FastAPI runs sync ones in a thread pool (a costly hop per request)."""
     state: GatewayState = request.app.state.gateway
     return state
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings (built once by the app factory, never at import)."""
-    return get_state(request).settings
+    return (await get_state(request)).settings
 
 
-def get_queue(request: Request) -> JobQueue:
-    return get_state(request).queue
+async def get_queue(request: Request) -> JobQueue:
+    return (await get_state(request)).queue
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]
@@ -46,13 +47,17 @@ def _authenticate(state: GatewayState, authorization: str | None, x_api_key: str
     return presented
 
 
-async def require_api_key(
-    state: StateDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> None:
-    """Auth (when keys are configured), then the key's rate limit (when one is configured)."""
-    presented = _authenticate(state, authorization, x_api_key)
+async def require_api_key(request: Request) -> None:
+    """Auth (when keys are configured), then the key's rate limit (when one is configured).
+
+    Headers are read from the request directly: declaring them as ``Header()`` parameters costs a
+    validation pass per request, measurable against sub-millisecond verifier runs.
+    """
+    state: GatewayState = request.app.state.gateway
+    if not state.keys.enabled and state.rate_limiter is None:
+        return
+    headers = request.headers
+    presented = _authenticate(state, headers.get("authorization"), headers.get("x-api-key"))
     if state.rate_limiter is not None:
         retry_after = await state.rate_limiter.hit(key_id(presented))
         if retry_after is not None:
@@ -65,11 +70,8 @@ async def require_api_key(
             )
 
 
-async def require_ops_key(
-    state: StateDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> None:
+async def require_ops_key(request: Request) -> None:
     """/metrics, /healthz, /readyz: open unless ``protect_ops_endpoints`` is set."""
+    state: GatewayState = request.app.state.gateway
     if state.settings.protect_ops_endpoints:
-        _authenticate(state, authorization, x_api_key)
+        _authenticate(state, request.headers.get("authorization"), request.headers.get("x-api-key"))

@@ -17,10 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def load_worker_config(path: Path | None) -> Any:
-    """The worker config from ``path`` (default: the embedded CPU set in workers/default_config.yaml)."""
-    from workers.config import WorkerConfig
+    """The worker config from ``path`` (default: the embedded CPU set in workers/default_config.yaml).
 
-    return WorkerConfig.default() if path is None else WorkerConfig.from_yaml(path)
+    A ``pkg://`` generator model path is resolved here, as the verifiers resolve theirs, because the
+    generation backends take filesystem paths.
+    """
+    from workers.config import WorkerConfig
+    from workers.model_paths import resolve_model_path
+
+    config = WorkerConfig.default() if path is None else WorkerConfig.from_yaml(path)
+    model = (config.generation or {}).get("model")
+    if isinstance(model, str):
+        config.generation = {**(config.generation or {}), "model": resolve_model_path(model)}
+    return config
 
 
 async def start_worker(config_path: Path | None) -> Any:

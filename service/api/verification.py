@@ -112,11 +112,19 @@ def raise_for_job_error(result: JobResult) -> None:
     raise APIError(500, message, type="worker_error", code=kind)
 
 
+def selection_confidence(result: JobResult) -> float | None:
+    """P(correct) when the aggregator gives one, else the selected candidate's aggregator score."""
+    if result.confidence is not None and math.isfinite(result.confidence):
+        return result.confidence
+    selected = next((c for c in result.candidates if c.index == result.selected_index), None)
+    return selected.score if selected is not None and math.isfinite(selected.score) else None
+
+
 def is_abstention(result: JobResult, min_confidence: float | None) -> bool:
     if min_confidence is None:
         return False
-    confidence = result.confidence
-    return confidence is None or not math.isfinite(confidence) or confidence < min_confidence
+    confidence = selection_confidence(result)
+    return confidence is None or confidence < min_confidence
 
 
 def report(result: JobResult, min_confidence: float | None, *, with_candidates: bool) -> VerificationReport:

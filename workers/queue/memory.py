@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 
 from workers.contract import Job, JobResult
 from workers.queue.base import Catalog, JobQueue, QueueStats
@@ -19,6 +18,7 @@ from workers.queue.errors import JobDeadlineExceeded, QueueFull, QueueUnavailabl
 from workers.queue.runner import run_job
 
 log = logging.getLogger(__name__)
+CATALOG_TTL_S = 1.0
 
 
 class InProcessQueue(JobQueue):
@@ -38,8 +38,8 @@ class InProcessQueue(JobQueue):
         self.concurrency = concurrency
         self.retry_after_s = retry_after_s
         self.shutdown_grace_s = shutdown_grace_s
-        self._pending: deque[tuple[Job, asyncio.Future[JobResult]]] = deque()
-        self._wakeup = asyncio.Condition()
+        self._pending: asyncio.Queue[tuple[Job, asyncio.Future[JobResult]]] = asyncio.Queue()
+        self._catalog: tuple[float, Catalog] | None = None
         self._running: dict[str, float] = {}  # job id -> enqueued_at
         self._consumers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -53,28 +53,20 @@ class InProcessQueue(JobQueue):
     async def submit(self, job: Job) -> JobResult:
         if self._closing:
             raise QueueUnavailable("the service is shutting down")
-        if len(self._pending) + len(self._running) >= self.max_depth:
+        if self._pending.qsize() + len(self._running) >= self.max_depth:
             raise QueueFull(f"queue is full ({self.max_depth} jobs waiting or running)", self.retry_after_s)
         job.enqueued_at = time.time()
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, future))
-        async with self._wakeup:
-            self._wakeup.notify()
+        self._pending.put_nowait((job, future))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, job.deadline - time.time()))
+            async with asyncio.timeout(max(0.0, job.deadline - time.time())):
+                return await future  # on timeout the future is cancelled: a consumer that has not started skips it
         except TimeoutError:
             raise JobDeadlineExceeded(f"job {job.id} did not finish before its deadline") from None
-        finally:
-            if not future.done():
-                future.cancel()  # a consumer that has not started it yet will skip it
 
     async def _consume(self) -> None:
         while True:
-            async with self._wakeup:
-                await self._wakeup.wait_for(lambda: bool(self._pending))
-            if not self._pending:
-                continue
-            job, future = self._pending.popleft()
+            job, future = await self._pending.get()
             if future.done():  # the client gave up before we started
                 continue
             self._running[job.id] = job.enqueued_at or time.time()
@@ -97,12 +89,12 @@ class InProcessQueue(JobQueue):
         """Refuse new jobs, let queued and running ones finish (up to the grace period), then stop."""
         self._closing = True
         deadline = time.monotonic() + self.shutdown_grace_s
-        while (self._pending or self._running) and time.monotonic() < deadline:
+        while (self._pending.qsize() or self._running) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for job, future in self._pending:
+        while not self._pending.empty():
+            job, future = self._pending.get_nowait()
             if not future.done():
                 future.set_exception(QueueUnavailable(f"job {job.id} not started before shutdown"))
-        self._pending.clear()
         for task in self._consumers:
             task.cancel()
         for task in self._consumers:
@@ -116,12 +108,17 @@ class InProcessQueue(JobQueue):
 
     async def stats(self) -> QueueStats:
         now = time.time()
-        starts = list(self._running.values()) + [job.enqueued_at or now for job, _ in self._pending]
+        queued = [job.enqueued_at or now for job, _ in list(self._pending._queue)]  # noqa: SLF001 - a snapshot
+        starts = list(self._running.values()) + queued
         return QueueStats(
-            depth=len(self._pending) + len(self._running),
+            depth=self._pending.qsize() + len(self._running),
             oldest_age_s=max((now - t for t in starts), default=0.0),
             workers=1 if self.worker.ready() else 0,
         )
 
     async def catalog(self) -> Catalog:
-        return catalog_from_descriptions([describe_worker(self.worker)])
+        """The worker's catalogue, rebuilt at most once a second (it is read on every request)."""
+        now = time.monotonic()
+        if self._catalog is None or now - self._catalog[0] > CATALOG_TTL_S:
+            self._catalog = (now, catalog_from_descriptions([describe_worker(self.worker)]))
+        return self._catalog[1]

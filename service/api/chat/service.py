@@ -22,6 +22,7 @@ from service.api.verification import (
     raise_for_job_error,
     ranked,
     report,
+    selection_confidence,
 )
 from service.errors import APIError, invalid
 from service.metrics import observe_result
@@ -104,7 +105,8 @@ def build_response(request: ChatCompletionRequest, result: JobResult) -> ChatCom
     choices = []
     for i, candidate in enumerate(ranked(result)[: request.n]):
         if verification.abstained and options.min_confidence is not None:
-            message = AssistantMessage(content=None, refusal=abstention_text(candidate.score, options.min_confidence))
+            refusal = abstention_text(selection_confidence(result), options.min_confidence)
+            message = AssistantMessage(content=None, refusal=refusal)
         else:
             message = AssistantMessage(content=candidate.text)
         choices.append(Choice(index=i, message=message, finish_reason=candidate.finish_reason or "stop"))
