@@ -218,14 +218,31 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_worker_configs_load_and_name_registered_verifiers(path: Path) -> None:
+def test_worker_configs_build_every_verifier_and_the_generator_settings(path: Path) -> None:
+    """Constructing (not loading) each verifier validates its params; the generation block must
+    validate against its backend's settings model (unknown keys are rejected there)."""
     from workers.config import WorkerConfig
-    from workers.verifiers import verifier_types
+    from workers.verifiers import build_verifier
 
     config = WorkerConfig.from_yaml(path)
-    unknown = {spec.type for spec in config.verifiers} - set(verifier_types())
-    assert not unknown, f"{path.name}: unknown verifier types {unknown}"
+    for spec in config.verifiers:
+        build_verifier(spec)
     assert config.default_profile is not None and "cheap" in config.profiles
+    assert config.generation is not None
+    generation = dict(config.generation)
+    if generation["backend"] == "vllm":
+        from workers.generation.vllm_backend import VLLMSettings as Settings
+    else:
+        from workers.generation.transformers_backend import TransformersSettings as Settings  # type: ignore[assignment]
+    Settings.model_validate(generation)
+
+
+def test_kubernetes_cpu_worker_config_is_the_embedded_default() -> None:
+    """deploy/k8s keeps a copy (kustomize reads no files outside its tree): it must not drift."""
+    from workers.config import DEFAULT_CONFIG_PATH
+
+    copy_ = yaml.safe_load((K8S / "base" / "config" / "worker-cpu.yaml").read_text())
+    assert copy_ == yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 
 
 def test_gateway_config_loads_with_the_service_settings() -> None:
