@@ -127,15 +127,22 @@ def _stats_row(row: dict[str, str]) -> EndpointStats:
 
 
 def run_locust(
-    host: str, scenario: str, users: int, run_time: str, spawn_rate: float, env: dict[str, str] | None = None
+    host: str,
+    scenario: str,
+    users: int,
+    run_time: str,
+    spawn_rate: float,
+    env: dict[str, str] | None = None,
+    stop_timeout_s: int = 120,
 ) -> LoadResult:
-    """One headless locust run; statistics come from locust's own CSV output."""
+    """One headless locust run; statistics come from locust's own CSV output. Requests still running at
+    the end get ``stop_timeout_s`` to finish and are counted (a slow CPU generation is not dropped)."""
     with tempfile.TemporaryDirectory(prefix="weaver-locust-") as tmp:
         prefix = str(Path(tmp) / "run")
         cmd = [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
             "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", run_time,
-            "--stop-timeout", "30", "--csv", prefix, "--only-summary", "--loglevel", "WARNING",
+            "--stop-timeout", str(stop_timeout_s), "--csv", prefix, "--only-summary", "--loglevel", "WARNING",
             *SCENARIOS[scenario],
         ]
         proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
@@ -175,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="base URL of a running service; default: start one locally")
     parser.add_argument("--worker-config", type=Path, default=None,
                         help="worker YAML for the local service (default: the embedded CPU set)")
+    parser.add_argument("--omp-threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the local service (1 on a shared, oversubscribed CPU)")
     args = parser.parse_args(argv)
 
     env = {"WEAVER_LOADTEST_USER_RPS": str(args.user_rps)} if args.user_rps else {}
@@ -191,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.host:
         results = run_steps(args.host)
     else:
-        with local_service(worker_config=args.worker_config) as host:
+        service_env = {"OMP_NUM_THREADS": str(args.omp_threads)} if args.omp_threads else {}
+        with local_service(service_env, worker_config=args.worker_config) as host:
             print(f"started embedded service at {host}", flush=True)
             results = run_steps(host)
     print()

@@ -60,7 +60,9 @@ def test_chat_load_has_no_errors(dev_set_path: object) -> None:
     if not hasattr(workers.generation, "build_backend"):
         pytest.skip("workers.generation.build_backend lands with the generation branch")
     env = {"WEAVER_LOADTEST_MAX_TOKENS": "32", "WEAVER_LOADTEST_CANDIDATES": "2"}
-    with local_service(ready_timeout_s=240) as host:
+    # One OpenMP thread: on an oversubscribed 2-core box torch's spinning threads made 2 x 32 tokens take
+    # 113 s instead of 10 s (measured with the transformers backend, load average ~10).
+    with local_service({"OMP_NUM_THREADS": "1"}, ready_timeout_s=240) as host:
         result = run_locust(host, "chat", users=1, run_time="30s", spawn_rate=1, env=env)
     print("\n" + format_results([result]))
     assert result.failure_messages == []
