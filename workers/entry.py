@@ -31,7 +31,7 @@ from models.aggregators import (
 from models.answers import extract_answer
 from models.normalization import Normalizer
 from models.weaver import WeaverModel
-from workers.batching import BatcherStats, Outcome, VerifierBatcher
+from workers.batching import Outcome, VerifierBatcher
 from workers.cache import ScoreCache, build_cache
 from workers.config import WorkerConfig
 from workers.contract import (
@@ -152,10 +152,6 @@ class Worker:
         self._started = False
 
     # -- introspection ------------------------------------------------------------------------
-    def batcher_stats(self) -> dict[str, BatcherStats]:
-        """Live per-verifier batching and cache counters (read by workers.telemetry at scrape time)."""
-        return {name: batcher.stats for name, batcher in self._batchers.items()}
-
     def describe_verifiers(self) -> list[dict[str, Any]]:
         out = []
         accuracy = self._weaver.accuracy() if self._weaver is not None else None
@@ -367,7 +363,7 @@ class Worker:
                 kept = bool(model.kept[k])
             else:
                 norm = normalized[:, j] if model is None else np.full(matrix.shape[0], np.nan)
-                votes = [None if math.isnan(v) else int(v >= 0.5) for v in norm]
+                votes = _cold_votes(norm)
                 est = None
                 kept = aggregator == "mean" and model is None
             out.append(VerifierDiagnostics(
@@ -376,6 +372,15 @@ class Worker:
                 normalized=[_finite(v) for v in norm], vote=votes, estimated_accuracy=est, kept=kept,
                 latency_s=column.latency_s, error=column.error, notes=column.notes))
         return out
+
+
+def _cold_votes(column: np.ndarray) -> list[int | None]:
+    """Without a fitted model: split the request's scores at their midrange; a constant column abstains."""
+    finite = column[np.isfinite(column)]
+    if finite.size == 0 or float(finite.max() - finite.min()) <= 1e-12:
+        return [None] * len(column)
+    middle = (float(finite.max()) + float(finite.min())) / 2
+    return [None if not math.isfinite(v) else int(v > middle) for v in column]
 
 
 def _finite(value: Any) -> float | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,18 @@ class _Row:
     prompt_ids: list[int]
 
 
+class _StopWhenSet:
+    """A stopping criterion that ends every row once its event is set (the batch's callers are gone)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersBackend(GenerationBackend):
     name = "transformers"
 
@@ -71,13 +84,15 @@ class TransformersBackend(GenerationBackend):
         self.settings = settings
         self.model = settings.model
         self._hf_model: Any = None
-        self._tokenizer: Any = None
+        self._tokenizer: Any = None  # event-loop side: chat templates and prompt tokenization
+        self._worker_tokenizer: Any = None  # generation-thread side: padding, stop strings, decoding
         self._device: Any = None
         self._eos_ids: set[int] = set()
         self._context_len: int | None = None
         self._pending: list[_Request] = []
         self._drainer: asyncio.Task[None] | None = None
         self.load_seconds: float | None = None
+        self.abandoned_batches = 0  # batches cut short because every caller cancelled
         self.converted = False
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -102,7 +117,8 @@ class TransformersBackend(GenerationBackend):
         else:
             dtype = getattr(torch, s.dtype)
         tokenizer = load_tokenizer(resolved.path, s.chat_template)
-        model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype).to(device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
+        model = model.to(device).eval()
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
@@ -111,6 +127,8 @@ class TransformersBackend(GenerationBackend):
             tokenizer.pad_token_id = min(self._eos_ids)
         self._context_len = getattr(model.config, "max_position_embeddings", None)
         self._tokenizer, self._hf_model, self._device = tokenizer, model, device
+        # a Rust tokenizer used from two threads at once can fail ("Already borrowed"): one copy per side
+        self._worker_tokenizer = copy.deepcopy(tokenizer)
         self.model = resolved.name
         self.load_seconds = time.perf_counter() - started
         logger.info("transformers backend: %s on %s (%s) loaded in %.2f s", resolved.path, device, dtype,
@@ -157,13 +175,23 @@ class TransformersBackend(GenerationBackend):
             batch = self._take_batch()
             if not batch:
                 continue
+            abandoned = threading.Event()  # every caller of this batch went away: stop decoding early
+
+            def on_done(_: object, batch: list[_Request] = batch, abandoned: threading.Event = abandoned) -> None:
+                if all(r.future.cancelled() for r in batch):
+                    abandoned.set()
+
+            for request in batch:
+                request.future.add_done_callback(on_done)
             try:
-                outputs = await asyncio.to_thread(self._run_batch, batch)
+                outputs = await asyncio.to_thread(self._run_batch, batch, abandoned)
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(GenerationError(f"{type(exc).__name__}: {exc}"))
                 continue
+            finally:
+                self.abandoned_batches += abandoned.is_set()
             for request, output in zip(batch, outputs, strict=True):
                 if not request.future.done():
                     request.future.set_result(output)
@@ -186,7 +214,7 @@ class TransformersBackend(GenerationBackend):
         return batch
 
     # the blocking part (worker thread) -------------------------------------------------------------
-    def _run_batch(self, batch: list[_Request]) -> list[GenerationOutput]:
+    def _run_batch(self, batch: list[_Request], abandoned: threading.Event) -> list[GenerationOutput]:
         import torch
 
         started = time.perf_counter()
@@ -198,7 +226,9 @@ class TransformersBackend(GenerationBackend):
         size = self.settings.max_batch_size
         for offset in range(0, len(rows), size):
             chunk = rows[offset:offset + size]
-            for row, candidate in zip(chunk, self._generate_rows(chunk, sampling), strict=True):
+            if abandoned.is_set():
+                break
+            for row, candidate in zip(chunk, self._generate_rows(chunk, sampling, abandoned), strict=True):
                 per_request[row.request].append(candidate)
         elapsed = time.perf_counter() - started
         outputs = []
@@ -211,9 +241,10 @@ class TransformersBackend(GenerationBackend):
                 extras={"batch_requests": len(batch), "batch_rows": len(rows), "generate_s": elapsed}))
         return outputs
 
-    def _generate_rows(self, rows: list[_Row], sampling: SamplingParams) -> list[GeneratedCandidate]:
+    def _generate_rows(self, rows: list[_Row], sampling: SamplingParams,
+                       abandoned: threading.Event) -> list[GeneratedCandidate]:
         import torch
-        tokenizer, model = self._tokenizer, self._hf_model
+        tokenizer, model = self._worker_tokenizer, self._hf_model
         if model is None:
             raise GenerationError("generation backend closed")
         encoded = tokenizer.pad({"input_ids": [row.prompt_ids for row in rows]}, padding=True, return_tensors="pt")
@@ -239,13 +270,14 @@ class TransformersBackend(GenerationBackend):
         )
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(self._device),
-                                    generation_config=config, tokenizer=tokenizer)
+                                    generation_config=config, tokenizer=tokenizer,
+                                    stopping_criteria=[_StopWhenSet(abandoned)])
         new_tokens = output[:, width:].tolist()
         return [self._finish(tokens, sampling.stop or []) for tokens in new_tokens]
 
     def _finish(self, tokens: list[int], stop: list[str]) -> GeneratedCandidate:
         """Cut one row at its end (EOS, stop string or length) and count the tokens really generated."""
-        end_ids = self._eos_ids | {self._tokenizer.pad_token_id}
+        end_ids = self._eos_ids | {self._worker_tokenizer.pad_token_id}
         end = next((i for i, token in enumerate(tokens) if token in end_ids), None)
         body = tokens if end is None else tokens[:end]
         text = self._decode(body)
@@ -266,5 +298,5 @@ class TransformersBackend(GenerationBackend):
         return GeneratedCandidate(text=text, finish_reason="length", completion_tokens=len(tokens))
 
     def _decode(self, tokens: list[int]) -> str:
-        text: str = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        text: str = self._worker_tokenizer.decode(tokens, skip_special_tokens=True)
         return text
