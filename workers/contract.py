@@ -50,6 +50,7 @@ class Job(BaseModel):
     task: str | None = None  # per-task label models
     context: dict[str, Any] = Field(default_factory=dict)  # verifier inputs, e.g. {"tests": [...]} for code_tests
     deadline: float = Field(default_factory=lambda: time.time() + 300.0)  # unix seconds
+    enqueued_at: float | None = None  # unix seconds, set by the queue (queue-wait metrics)
 
     @model_validator(mode="after")
     def _check_kind(self) -> Job:
@@ -81,6 +82,7 @@ class VerifierDiagnostics(BaseModel):
     kept: bool  # used by the aggregator
     latency_s: float
     error: str | None = None
+    notes: list[str | None] | None = None  # per candidate, why it got its score (e.g. code_tests failures)
 
 
 class GenerationInfo(BaseModel):

@@ -1,0 +1,160 @@
+"""Chat completions: one generate job (sample N, verify, aggregate), answered as the top n choices."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from service.api.chat.protocol import (
+    AssistantMessage,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from service.api.verification import (
+    ChatVerification,
+    check_chars,
+    check_selection,
+    deadline,
+    raise_for_job_error,
+    ranked,
+    report,
+    selection_confidence,
+)
+from service.errors import APIError, invalid
+from service.metrics import observe_result
+from service.state import GatewayState
+from workers.contract import ChatMessage, Job, JobResult, SamplingParams
+
+STREAM_PIECE_CHARS = 24  # the selected answer is streamed in pieces of about this size
+
+
+async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
+    """Validate the request against the limits and the worker catalogue, then turn it into a Job."""
+    settings = state.settings
+    options = request.verification or ChatVerification()
+    await check_model(request.model, state)
+    limit = settings.limits.max_candidates
+    n_candidates = options.n_candidates or min(max(settings.default_n_candidates, request.n), limit)
+    if n_candidates > settings.limits.max_candidates:
+        raise invalid(
+            f"n_candidates={n_candidates} exceeds the limit of {settings.limits.max_candidates}",
+            "verification.n_candidates",
+            "limit_exceeded",
+        )
+    if request.n > n_candidates:
+        raise invalid(f"n={request.n} exceeds n_candidates={n_candidates}", "n")
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    if max_tokens is not None and max_tokens > settings.limits.max_tokens:
+        raise invalid(
+            f"max_tokens={max_tokens} exceeds the limit of {settings.limits.max_tokens}", "max_tokens", "limit_exceeded"
+        )
+    check_chars(sum(len(m.text()) for m in request.messages), settings, "messages")
+    check_selection(options, await state.queue.catalog(), settings)
+    sampling = SamplingParams(
+        **{
+            k: v
+            for k, v in {
+                "temperature": request.temperature,
+                "top_p": request.top_p,
+                "max_tokens": max_tokens,
+                "seed": request.seed,
+                "stop": request.stop_list(),
+            }.items()
+            if v is not None
+        }
+    )
+    return Job(
+        kind="generate",
+        prompt=request.last_user_text(),
+        messages=[ChatMessage(role=m.role, content=m.text()) for m in request.messages],
+        n_candidates=n_candidates,
+        sampling=sampling,
+        verifiers=options.verifiers,
+        profile=options.profile,
+        aggregator=options.aggregator,
+        task=options.task,
+        context=options.context,
+        deadline=deadline(settings),
+    )
+
+
+async def check_model(model: str, state: GatewayState) -> None:
+    served = [state.settings.served_model_name, *(await state.queue.catalog()).models]
+    if model not in served:
+        raise APIError(
+            404,
+            f"model {model!r} not found; available: {', '.join(served)}",
+            type="not_found_error",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def abstention_text(confidence: float | None, min_confidence: float) -> str:
+    shown = "unknown" if confidence is None else f"{confidence:.3f}"
+    return f"abstained: confidence {shown} is below min_confidence {min_confidence}"
+
+
+def build_response(request: ChatCompletionRequest, result: JobResult) -> ChatCompletionResponse:
+    options = request.verification or ChatVerification()
+    verification = report(result, options.min_confidence, with_candidates=options.return_candidates)
+    choices = []
+    for i, candidate in enumerate(ranked(result)[: request.n]):
+        if verification.abstained and options.min_confidence is not None:
+            refusal = abstention_text(selection_confidence(result), options.min_confidence)
+            message = AssistantMessage(content=None, refusal=refusal)
+        else:
+            message = AssistantMessage(content=candidate.text)
+        choices.append(Choice(index=i, message=message, finish_reason=candidate.finish_reason or "stop"))
+    generation = result.generation
+    prompt_tokens = generation.prompt_tokens if generation else 0
+    completion_tokens = (
+        generation.completion_tokens if generation else sum(c.completion_tokens for c in result.candidates)
+    )
+    return ChatCompletionResponse(
+        model=request.model,
+        choices=choices,
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+        verification=verification,
+    )
+
+
+async def create_chat_completion(request: ChatCompletionRequest, state: GatewayState) -> ChatCompletionResponse:
+    job = await build_job(request, state)
+    result = await state.queue.submit(job)
+    raise_for_job_error(result)
+    response = build_response(request, result)
+    observe_result("chat", result, response.verification.abstained)
+    return response
+
+
+async def stream_chunks(request: ChatCompletionRequest, response: ChatCompletionResponse) -> AsyncIterator[str]:
+    """SSE for an already selected answer: role, content pieces, finish (+ verification), usage, [DONE]."""
+
+    def chunk(choices: list[ChunkChoice], **extra: object) -> str:
+        return ChatCompletionChunk(
+            id=response.id, created=response.created, model=response.model, choices=choices, **extra
+        ).sse()
+
+    for choice in response.choices:
+        yield chunk([ChunkChoice(index=choice.index, delta=Delta(role="assistant", content=""))])
+        text = choice.message.content
+        if text is None:
+            yield chunk([ChunkChoice(index=choice.index, delta=Delta(refusal=choice.message.refusal))])
+        else:
+            for start in range(0, len(text), STREAM_PIECE_CHARS):
+                piece = text[start : start + STREAM_PIECE_CHARS]
+                yield chunk([ChunkChoice(index=choice.index, delta=Delta(content=piece))])
+    finals = [ChunkChoice(index=c.index, delta=Delta(), finish_reason=c.finish_reason) for c in response.choices]
+    yield chunk(finals, verification=response.verification)
+    if request.stream_options is not None and request.stream_options.include_usage:
+        yield chunk([], usage=response.usage)
+    yield "data: [DONE]\n\n"

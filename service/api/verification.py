@@ -1,0 +1,150 @@
+"""What chat and rerank share: the ``verification`` request options, the diagnostics block, and the
+checks that run before a job is queued (limits, verifier names, profiles)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.errors import APIError, invalid
+from service.settings import Settings
+from workers.contract import AggregatorName, CandidateResult, GenerationInfo, JobResult, VerifierDiagnostics
+from workers.queue.base import Catalog
+
+
+class RerankVerification(BaseModel):
+    """How candidates are verified and combined."""
+
+    model_config = ConfigDict(extra="forbid")
+    verifiers: list[str] | None = Field(None, description="verifier names; default: the configured default set")
+    profile: str | None = Field(None, description="a named verifier set from the worker config")
+    aggregator: AggregatorName = "weaver"
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, description="below it the answer is an abstention")
+    task: str | None = Field(None, description="task name for per-task label models")
+    context: dict[str, Any] = Field(default_factory=dict, description="verifier inputs, e.g. {'tests': [...]}")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> RerankVerification:
+        if self.verifiers is not None and self.profile is not None:
+            raise ValueError("give either verifiers or profile, not both")
+        if self.verifiers is not None and not self.verifiers:
+            raise ValueError("verifiers must not be empty (omit it for the default set)")
+        return self
+
+
+class ChatVerification(RerankVerification):
+    n_candidates: int | None = Field(None, ge=1, description="candidates to sample; default from settings")
+    return_candidates: bool = Field(False, description="include every candidate with its score and rank")
+
+
+class VerificationReport(BaseModel):
+    """The extension block: what was selected, how sure, and what every verifier said."""
+
+    job_id: str
+    selected_index: int | None
+    confidence: float | None
+    margin: float | None
+    abstained: bool
+    min_confidence: float | None
+    aggregator: str
+    aggregator_version: str
+    note: str
+    verifiers: list[VerifierDiagnostics]
+    candidates: list[CandidateResult] | None = None
+    generation: GenerationInfo | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    worker: str = ""
+
+
+def check_selection(options: RerankVerification, catalog: Catalog, settings: Settings) -> None:
+    """Reject unknown verifiers/profiles (naming the available ones) and too many verifiers."""
+    if not catalog.ready and not catalog.available:
+        why = "; ".join(f"{k}: {v}" for k, v in catalog.errors.items()) or "no worker is ready"
+        raise APIError(503, f"no ready worker: {why}", type="service_unavailable", code="not_ready")
+    if options.verifiers is not None:
+        if len(options.verifiers) > settings.limits.max_verifiers:
+            raise invalid(
+                f"{len(options.verifiers)} verifiers requested; the limit is {settings.limits.max_verifiers}",
+                "verification.verifiers",
+                "limit_exceeded",
+            )
+        unknown = [name for name in options.verifiers if name not in catalog.available]
+        if unknown:
+            raise invalid(
+                f"unknown verifier(s) {', '.join(map(repr, unknown))}; available: {', '.join(catalog.available)}",
+                "verification.verifiers",
+                "unknown_verifier",
+            )
+    if options.profile is not None and options.profile not in catalog.profiles:
+        raise invalid(
+            f"unknown profile {options.profile!r}; available: {', '.join(catalog.profiles) or '(none)'}",
+            "verification.profile",
+            "unknown_profile",
+        )
+
+
+def check_chars(total: int, settings: Settings, param: str) -> None:
+    if total > settings.limits.max_chars:
+        raise invalid(
+            f"request has {total} characters; the limit is {settings.limits.max_chars}", param, "limit_exceeded"
+        )
+
+
+def deadline(settings: Settings) -> float:
+    return time.time() + settings.request_timeout_s
+
+
+def raise_for_job_error(result: JobResult) -> None:
+    """A job-level failure reported by the worker becomes an API error with a fitting status."""
+    if result.status == "ok":
+        return
+    kind = result.error_type or "worker_error"
+    message = result.error or "the worker could not complete the job"
+    if kind in {"deadline_exceeded", "timeout_error"}:
+        raise APIError(504, message, type="timeout_error", code="deadline_exceeded")
+    if kind == "service_unavailable":
+        raise APIError(503, message, type="service_unavailable", code=kind)
+    if "invalid" in kind or kind in {"unknown_verifier", "unknown_profile", "bad_request"}:
+        raise APIError(400, message, code=kind)
+    raise APIError(500, message, type="worker_error", code=kind)
+
+
+def selection_confidence(result: JobResult) -> float | None:
+    """P(correct) when the aggregator gives one, else the selected candidate's aggregator score."""
+    if result.confidence is not None and math.isfinite(result.confidence):
+        return result.confidence
+    selected = next((c for c in result.candidates if c.index == result.selected_index), None)
+    return selected.score if selected is not None and math.isfinite(selected.score) else None
+
+
+def is_abstention(result: JobResult, min_confidence: float | None) -> bool:
+    if min_confidence is None:
+        return False
+    confidence = selection_confidence(result)
+    return confidence is None or confidence < min_confidence
+
+
+def report(result: JobResult, min_confidence: float | None, *, with_candidates: bool) -> VerificationReport:
+    return VerificationReport(
+        job_id=result.id,
+        selected_index=result.selected_index,
+        confidence=result.confidence,
+        margin=result.margin,
+        abstained=is_abstention(result, min_confidence),
+        min_confidence=min_confidence,
+        aggregator=result.aggregator,
+        aggregator_version=result.aggregator_version,
+        note=result.aggregator_note,
+        verifiers=result.diagnostics,
+        candidates=result.candidates if with_candidates else None,
+        generation=result.generation,
+        timings=result.timings,
+        worker=result.worker,
+    )
+
+
+def ranked(result: JobResult) -> list[CandidateResult]:
+    return sorted(result.candidates, key=lambda c: c.rank)

@@ -1,0 +1,99 @@
+"""App factory and lifespan: builds the queue (and in embedded mode the worker) once, owns their shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.chat.router import router as chat_router
+from service.api.rerank.router import router as rerank_router
+from service.api.system.router import catalog_router, ops_router
+from service.body_limit import BodySizeLimit
+from service.errors import install_error_handlers
+from service.request_metrics import RequestMetrics
+from service.security import KeyChecker, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from service.settings import Settings, load_settings
+from service.state import GatewayState
+from workers.queue.base import JobQueue
+from workers.queue.memory import InProcessQueue
+from workers.queue.redis_queue import RedisJobQueue
+
+log = logging.getLogger(__name__)
+
+
+async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue | None = None) -> GatewayState:
+    """Embedded: a started Worker behind an in-process queue. Distributed: a Redis Streams client."""
+    owned_worker = None
+    if queue is None:
+        q = settings.queue
+        if settings.redis_url:
+            queue = RedisJobQueue(
+                settings.redis_url, prefix=q.prefix, max_depth=q.max_depth, retry_after_s=q.retry_after_s
+            )
+        else:
+            if worker is None:
+                from workers.serve import start_worker
+
+                worker = owned_worker = await start_worker(settings.worker_config)
+            queue = InProcessQueue(
+                worker,
+                max_depth=q.max_depth,
+                concurrency=q.concurrency,
+                retry_after_s=q.retry_after_s,
+                shutdown_grace_s=q.shutdown_grace_s,
+            )
+    await queue.start()
+    limiter: RateLimiter | None = None
+    if settings.rate_limit_per_minute:
+        if settings.redis_url:
+            limiter = RedisRateLimiter(settings.rate_limit_per_minute, settings.redis_url, settings.queue.prefix)
+        else:
+            limiter = MemoryRateLimiter(settings.rate_limit_per_minute)
+    return GatewayState(
+        settings=settings,
+        queue=queue,
+        keys=KeyChecker(settings.resolved_api_keys()),
+        rate_limiter=limiter,
+        worker=owned_worker,
+    )
+
+
+async def close_state(state: GatewayState) -> None:
+    """Stop taking jobs, let in-flight ones finish (grace period), then release the worker and connections."""
+    await state.queue.close()
+    if state.rate_limiter is not None:
+        await state.rate_limiter.close()
+    if state.worker is not None:
+        await state.worker.close()
+
+
+def create_app(settings: Settings | None = None, *, worker: Any = None, queue: JobQueue | None = None) -> FastAPI:
+    """The ASGI app. ``worker``/``queue`` let tests and benchmarks inject their own; by default the
+    lifespan builds them from ``settings`` (embedded unless ``redis_url`` is set)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gateway = await build_state(settings, worker=worker, queue=queue)
+        log.info("weaver gateway ready (%s mode)", settings.mode)
+        try:
+            yield
+        finally:
+            await close_state(app.state.gateway)
+
+    app = FastAPI(
+        title="weaver-rerank",
+        version="0.1.0",
+        summary="Verified completions: sample N candidates, score them with weak verifiers, return the best.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (chat_router, rerank_router, catalog_router, ops_router):
+        app.include_router(router)
+    app.add_middleware(RequestMetrics)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    return app

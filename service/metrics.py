@@ -1,0 +1,129 @@
+"""Prometheus metrics the gateway (and, in embedded mode, the in-process worker) observes.
+
+Names follow Prometheus conventions: ``weaver_`` prefix, base units, ``_total`` counters, ``_seconds``
+histograms. With ``PROMETHEUS_MULTIPROC_DIR`` set (several server processes), ``/metrics`` merges every
+process's samples through prometheus-client's multiprocess collector.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+from workers.contract import JobResult
+from workers.queue.base import QueueStats
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+PROBABILITY_BUCKETS = tuple(i / 10 for i in range(1, 11))
+
+REQUESTS = Counter(
+    "weaver_requests_total",
+    "API requests by endpoint, HTTP status and aggregator",
+    ["endpoint", "status", "aggregator"],
+)
+REQUEST_LATENCY = Histogram(
+    "weaver_request_duration_seconds", "End-to-end request latency", ["endpoint"], buckets=LATENCY_BUCKETS
+)
+QUEUE_WAIT = Histogram(
+    "weaver_queue_wait_seconds", "Time a job waited before a worker started it", buckets=LATENCY_BUCKETS
+)
+GENERATION_LATENCY = Histogram(
+    "weaver_generation_duration_seconds", "Time to sample all candidates of a job", buckets=LATENCY_BUCKETS
+)
+VERIFIER_LATENCY = Histogram(
+    "weaver_verifier_duration_seconds", "Time one verifier took on one job", ["verifier"], buckets=LATENCY_BUCKETS
+)
+AGGREGATION_LATENCY = Histogram(
+    "weaver_aggregation_duration_seconds", "Time to combine verifier scores and rank", buckets=LATENCY_BUCKETS
+)
+QUEUE_DEPTH = Gauge("weaver_queue_depth", "Jobs waiting or running", multiprocess_mode="max")
+QUEUE_OLDEST_AGE = Gauge(
+    "weaver_queue_oldest_pending_age_seconds", "Age of the oldest unanswered job", multiprocess_mode="max"
+)
+QUEUE_WORKERS = Gauge("weaver_queue_workers", "Live ready workers consuming the queue", multiprocess_mode="max")
+CANDIDATES = Counter("weaver_candidates_total", "Candidates scored (sampled or supplied)", ["endpoint"])
+TOKENS = Counter("weaver_tokens_total", "Tokens sampled by the generator", ["kind"])
+VERIFIER_ERRORS = Counter("weaver_verifier_errors_total", "Verifier failures (scored NaN)", ["verifier"])
+VERIFIER_TIMEOUTS = Counter("weaver_verifier_timeouts_total", "Verifier timeouts (scored NaN)", ["verifier"])
+CONFIDENCE = Histogram(
+    "weaver_selection_confidence", "Aggregator score of the selected candidate", buckets=PROBABILITY_BUCKETS
+)
+MARGIN = Histogram("weaver_selection_margin", "Score gap between the top two candidates", buckets=PROBABILITY_BUCKETS)
+ABSTENTIONS = Counter("weaver_abstentions_total", "Requests answered with an abstention (min_confidence)", ["endpoint"])
+VERIFIER_ACCURACY = Gauge(
+    "weaver_verifier_estimated_accuracy",
+    "Label-model estimated accuracy per verifier (last seen)",
+    ["verifier"],
+    multiprocess_mode="mostrecent",
+)
+AGGREGATOR_INFO = Gauge(
+    "weaver_aggregator_info",
+    "Aggregator and model version last used (value 1)",
+    ["aggregator", "version"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
+    """Record everything a finished job tells: stage latencies, verifier health, selection quality, tokens."""
+    timings = result.timings
+    if "queue_wait" in timings:
+        QUEUE_WAIT.observe(timings["queue_wait"])
+    if result.generation is not None:  # rerank jobs sample nothing
+        GENERATION_LATENCY.observe(timings.get("generation", result.generation.latency_s))
+    if "aggregation" in timings:
+        AGGREGATION_LATENCY.observe(timings["aggregation"])
+    for diag in result.diagnostics:
+        VERIFIER_LATENCY.labels(diag.name).observe(diag.latency_s)
+        if diag.error:
+            counter = VERIFIER_TIMEOUTS if "timeout" in diag.error.lower() else VERIFIER_ERRORS
+            counter.labels(diag.name).inc()
+        if _finite(diag.estimated_accuracy):
+            VERIFIER_ACCURACY.labels(diag.name).set(float(diag.estimated_accuracy or 0.0))
+    CANDIDATES.labels(endpoint).inc(len(result.candidates))
+    if result.generation is not None:
+        TOKENS.labels("prompt").inc(result.generation.prompt_tokens)
+        TOKENS.labels("completion").inc(result.generation.completion_tokens)
+    if _finite(result.confidence):
+        CONFIDENCE.observe(float(result.confidence or 0.0))
+    if _finite(result.margin):
+        MARGIN.observe(float(result.margin or 0.0))
+    if abstained:
+        ABSTENTIONS.labels(endpoint).inc()
+    if result.aggregator:
+        AGGREGATOR_INFO.labels(result.aggregator, result.aggregator_version or "").set(1)
+
+
+def observe_request(endpoint: str, status: int, aggregator: str, seconds: float) -> None:
+    REQUESTS.labels(endpoint, str(status), aggregator).inc()
+    REQUEST_LATENCY.labels(endpoint).observe(seconds)
+
+
+def observe_queue(stats: QueueStats) -> None:
+    QUEUE_DEPTH.set(stats.depth)
+    QUEUE_OLDEST_AGE.set(stats.oldest_age_s)
+    QUEUE_WORKERS.set(stats.workers)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """Exposition text for /metrics (merged across processes in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

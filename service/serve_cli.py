@@ -1,0 +1,87 @@
+"""``weaver serve`` (gateway; embedded worker unless --redis-url) and ``weaver worker`` (Redis consumer)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="gateway YAML (keys: see README); env WEAVER_... overrides it")
+]
+
+
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="interface to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="distributed mode: gateway only, jobs go to Redis workers")
+    ] = None,
+    worker_config: Annotated[
+        Path | None, typer.Option("--worker-config", help="embedded mode: worker YAML (default: CPU set)")
+    ] = None,
+) -> None:
+    """Serve the OpenAI-compatible API. Without --redis-url the worker runs in this process (embedded mode)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import load_settings
+
+    settings = load_settings(config, host=host, port=port, redis_url=redis_url, worker_config=worker_config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.queue.shutdown_grace_s) + 5,
+    )
+
+
+def worker(
+    redis_url: Annotated[str, typer.Option("--redis-url", help="Redis holding the job stream")],
+    config: ConfigOption = None,
+    worker_config: Annotated[
+        Path | None, typer.Option("--worker-config", help="worker YAML (default: the embedded CPU set)")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="jobs run at once (default: queue.concurrency)")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="serve this worker's Prometheus metrics on this port")
+    ] = None,
+) -> None:
+    """Consume jobs from Redis until SIGTERM; then finish or hand back in-flight jobs and exit."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from service.settings import load_settings
+    from workers.serve import run_redis_worker
+
+    settings = load_settings(config, redis_url=redis_url, worker_config=worker_config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    q = settings.queue
+    processed = asyncio.run(
+        run_redis_worker(
+            redis_url,
+            settings.worker_config,
+            prefix=q.prefix,
+            concurrency=concurrency or q.concurrency,
+            visibility_timeout_s=q.visibility_timeout_s,
+            result_ttl_s=q.result_ttl_s,
+            max_attempts=q.max_attempts,
+            shutdown_grace_s=q.shutdown_grace_s,
+        )
+    )
+    typer.echo(f"worker stopped after {processed} job(s)", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(worker)

@@ -1,0 +1,241 @@
+"""The worker side of the Redis Streams queue.
+
+Reads jobs through the consumer group, runs them on the local ``Worker``, stores each result once
+(SET NX) and hands it to the waiting gateway, and only then acknowledges. Jobs of a worker that died
+stay pending and are reclaimed with XAUTOCLAIM after the visibility timeout; jobs still running keep
+their lease by re-claiming themselves. On stop: no new jobs, in-flight ones finish within the grace
+period, the rest are handed back to the stream for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+
+from redis.exceptions import ResponseError
+
+from workers.contract import Job, JobResult
+from workers.queue.catalog import WorkerLike, describe_worker
+from workers.queue.keys import GROUP, JOB_FIELD, QueueKeys
+from workers.queue.redis_common import REDIS_DOWN, connect, ensure_group
+from workers.queue.redis_scripts import FINISH_JOB, HAND_BACK
+from workers.queue.runner import run_job
+
+log = logging.getLogger(__name__)
+Entry = tuple[str, dict[str, str] | None]
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RedisWorkerLoop:
+    def __init__(
+        self,
+        worker: WorkerLike,
+        url: str,
+        *,
+        prefix: str = "weaver",
+        name: str | None = None,
+        concurrency: int = 4,
+        visibility_timeout_s: float = 30.0,
+        result_ttl_s: int = 300,
+        max_attempts: int = 3,
+        heartbeat_interval_s: float = 5.0,
+        block_ms: int = 500,
+        shutdown_grace_s: float = 30.0,
+    ) -> None:
+        self.worker = worker
+        self.keys = QueueKeys(prefix)
+        self.name = name or default_consumer_name()
+        self.concurrency = concurrency
+        self.visibility_timeout_s = visibility_timeout_s
+        self.result_ttl_s = result_ttl_s
+        self.max_attempts = max_attempts
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.block_ms = block_ms
+        self.shutdown_grace_s = shutdown_grace_s
+        self.client = connect(url)
+        self._finish = self.client.register_script(FINISH_JOB)
+        self._hand_back = self.client.register_script(HAND_BACK)
+        self._inflight: dict[asyncio.Task[None], Entry] = {}
+        self._stopping = asyncio.Event()
+        self.processed = 0
+
+    def stop(self) -> None:
+        """Stop taking jobs (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; then drain or hand back in-flight jobs and leave the worker registry."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._consume()
+        finally:
+            await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_DOWN):
+                await heartbeat
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.client.hdel(self.keys.workers, self.name)
+            await self.client.aclose()
+
+    async def _consume(self) -> None:
+        last_claim = 0.0
+        backoff = 0.1
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(list(self._inflight), timeout=self.block_ms / 1000, return_when="FIRST_COMPLETED")
+                continue
+            try:
+                entries: list[Entry] = []
+                if time.monotonic() - last_claim >= self.visibility_timeout_s / 2:
+                    entries = await self._reclaim(free)
+                    last_claim = time.monotonic()
+                if not entries:
+                    entries = await self._read(free)
+                backoff = 0.1
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                with contextlib.suppress(*REDIS_DOWN):
+                    await ensure_group(self.client, self.keys)
+                continue
+            except REDIS_DOWN as exc:
+                log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for entry in entries:
+                task = asyncio.create_task(self._handle(*entry))
+                self._inflight[task] = entry
+                task.add_done_callback(self._inflight.pop)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _read(self, count: int) -> list[Entry]:
+        reply = await self.client.xreadgroup(
+            GROUP, self.name, {self.keys.stream: ">"}, count=count, block=self.block_ms
+        )
+        return [(entry_id, fields) for _, items in reply or [] for entry_id, fields in items]
+
+    async def _reclaim(self, count: int) -> list[Entry]:
+        """Take over jobs whose worker stopped refreshing their lease (it died or hung)."""
+        reply = await self.client.xautoclaim(
+            self.keys.stream, GROUP, self.name, min_idle_time=int(self.visibility_timeout_s * 1000), count=count
+        )
+        claimed = [(entry_id, fields) for entry_id, fields in reply[1]]
+        if claimed:
+            log.info("reclaimed %d job(s) from dead or stalled workers", len(claimed))
+        return claimed
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                description = describe_worker(self.worker)
+                description.update(heartbeat=time.time(), name=self.name, inflight=len(self._inflight))
+                await self.client.hset(self.keys.workers, self.name, json.dumps(description))
+            except REDIS_DOWN:
+                pass
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _keep_lease(self, entry_id: str) -> None:
+        """Reset the entry's idle time while the job runs, so XAUTOCLAIM leaves a live job alone."""
+        while True:
+            await asyncio.sleep(self.visibility_timeout_s / 3)
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.client.xclaim(
+                    self.keys.stream, GROUP, self.name, min_idle_time=0, message_ids=[entry_id], justid=True
+                )
+
+    async def _handle(self, entry_id: str, fields: dict[str, str] | None) -> None:
+        payload = (fields or {}).get(JOB_FIELD)
+        try:
+            job = Job.model_validate_json(payload) if payload else None
+        except ValueError:
+            job = None
+        if job is None:
+            log.error("dropping unreadable stream entry %s", entry_id)
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.client.xack(self.keys.stream, GROUP, entry_id)
+                await self.client.xdel(self.keys.stream, entry_id)
+            return
+        result = await self._attempt(job, entry_id)
+        await asyncio.shield(self._store(job, entry_id, result))
+
+    async def _attempt(self, job: Job, entry_id: str) -> JobResult:
+        attempts_key = self.keys.attempts(job.id)
+        try:
+            attempts = int(await self.client.incr(attempts_key))
+            await self.client.expire(attempts_key, self.result_ttl_s)
+        except REDIS_DOWN:
+            attempts = 1
+        if attempts > self.max_attempts:
+            return JobResult(
+                id=job.id,
+                status="error",
+                error_type="job_failed",
+                worker=self.name,
+                error=f"job abandoned after {attempts - 1} attempts (its workers died while running it)",
+            )
+        lease = asyncio.create_task(self._keep_lease(entry_id))
+        try:
+            result = await run_job(self.worker, job)
+        finally:
+            lease.cancel()
+        if result is None:
+            return JobResult(
+                id=job.id,
+                status="error",
+                error_type="deadline_exceeded",
+                worker=self.name,
+                error="the job's deadline passed before a worker could start it",
+            )
+        result.worker = result.worker or self.name
+        return result
+
+    async def _store(self, job: Job, entry_id: str, result: JobResult) -> None:
+        """Store the result once and acknowledge; retry while Redis is down, up to the job's deadline."""
+        keys = [self.keys.result(job.id), self.keys.reply(job.id), self.keys.stream]
+        args = [result.model_dump_json(), self.result_ttl_s, GROUP, entry_id]
+        delay = 0.1
+        while True:
+            try:
+                stored = await self._finish(keys=keys, args=args)
+                self.processed += 1
+                if not stored:
+                    log.info("job %s was already answered by another worker; result dropped", job.id)
+                return
+            except REDIS_DOWN as exc:
+                if time.time() > job.deadline:
+                    log.error("could not store result of job %s before its deadline: %s", job.id, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _drain(self) -> None:
+        """Let in-flight jobs finish within the grace period; hand the rest back to the stream."""
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(list(self._inflight), timeout=self.shutdown_grace_s)
+        for task in pending:
+            entry_id, fields = self._inflight.get(task, ("", None))
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            payload = (fields or {}).get(JOB_FIELD)
+            if entry_id and payload:
+                try:
+                    await self._hand_back(keys=[self.keys.stream], args=[GROUP, entry_id, payload, JOB_FIELD])
+                    log.info("handed job entry %s back to the queue", entry_id)
+                except REDIS_DOWN:
+                    log.warning("could not hand back %s; it will be reclaimed after the visibility timeout", entry_id)

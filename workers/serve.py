@@ -1,0 +1,65 @@
+"""Build and run a worker process: load the Worker from its YAML, consume the Redis queue, stop on SIGTERM.
+
+No FastAPI here: ``weaver worker`` runs this without the web stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from workers.queue.redis_worker import RedisWorkerLoop
+
+log = logging.getLogger(__name__)
+
+
+def load_worker_config(path: Path | None) -> Any:
+    """The worker config from ``path`` (default: the embedded CPU set in workers/default_config.yaml).
+
+    A ``pkg://`` generator model path is resolved here, as the verifiers resolve theirs, because the
+    generation backends take filesystem paths.
+    """
+    from workers.config import WorkerConfig
+    from workers.model_paths import resolve_model_path
+
+    config = WorkerConfig.default() if path is None else WorkerConfig.from_yaml(path)
+    model = (config.generation or {}).get("model")
+    if isinstance(model, str):
+        config.generation = {**(config.generation or {}), "model": resolve_model_path(model)}
+    return config
+
+
+async def start_worker(config_path: Path | None) -> Any:
+    """A started ``workers.entry.Worker`` (models loaded; readiness errors are reported, not raised)."""
+    from workers.entry import Worker
+
+    worker = Worker.from_config(load_worker_config(config_path))
+    await worker.start()
+    if not worker.ready():
+        log.warning("worker not ready: %s", worker.readiness_errors())
+    return worker
+
+
+async def run_redis_worker(
+    redis_url: str, config_path: Path | None = None, *, worker: Any = None, **loop_options: Any
+) -> int:
+    """Consume jobs until SIGTERM/SIGINT; then finish or hand back in-flight jobs. Returns jobs processed."""
+    owned = worker is None
+    if worker is None:
+        worker = await start_worker(config_path)
+    loop = RedisWorkerLoop(worker, redis_url, **loop_options)
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, loop.stop)
+    log.info("worker %s consuming %s", loop.name, loop.keys.stream)
+    try:
+        await loop.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            running.remove_signal_handler(sig)
+        if owned:
+            await worker.close()
+    return loop.processed
