@@ -67,10 +67,10 @@ def test_no_candidate_text_can_open_or_close_a_delimiter(candidate: str) -> None
 
 def test_chat_control_tokens_in_a_candidate_do_not_become_real_turns(tiny_generator_dir: Path) -> None:
     """With a real ChatML tokenizer: the tokens the judge sees hold exactly the template's turn markers."""
+    from transformers import AutoTokenizer
+
     from workers.verifiers.base import PairItem
     from workers.verifiers.lm_judge import LMJudgeVerifier
-
-    from transformers import AutoTokenizer
 
     judge = LMJudgeVerifier("judge", model=str(tiny_generator_dir), max_candidate_chars=None)
     judge._tokenizer = AutoTokenizer.from_pretrained(tiny_generator_dir)  # what load() sets; weights not needed
