@@ -128,8 +128,10 @@ class Worker:
         self._started = True
 
     def ready(self) -> bool:
-        """Started, at least one verifier loaded, and the generator (when configured) up."""
+        """Started, every configured verifier loaded, and the generator (when configured) up."""
         if not self._started or not self._verifiers or "generation" in self._errors:
+            return False
+        if any(key.startswith("verifier:") for key in self._errors):  # a broken verifier keeps the pod out
             return False
         return self._generator is None or bool(self._generator.ready())
 
