@@ -37,7 +37,7 @@ from service.settings import QueueSettings, Settings  # noqa: E402
 from workers.contract import Job  # noqa: E402
 from workers.queue.redis_worker import RedisWorkerLoop  # noqa: E402
 
-VERIFIERS = ["answer_agreement", "math_check"]
+VERIFIERS = ["answer_agreement", "math_check"]  # the cheap profile; --verifiers picks others
 Call = Callable[[int], Awaitable[None]]
 
 
@@ -164,7 +164,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--redis-url", default=os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--verifiers", default=",".join(VERIFIERS), help="comma-separated verifier names")
     args = parser.parse_args()
+    VERIFIERS[:] = args.verifiers.split(",")
     samples = asyncio.run(run(args.requests, None if args.no_redis else args.redis_url))
     base_name = next(iter(samples))
     base_median = statistics.median(samples[base_name])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,9 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.core import CounterMetricFamily
 
 from workers.contract import JobResult
-from workers.queue.base import QueueStats
+from workers.queue.base import Catalog, QueueStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 PROBABILITY_BUCKETS = tuple(i / 10 for i in range(1, 11))
@@ -75,6 +77,53 @@ AGGREGATOR_INFO = Gauge(
 )
 
 
+WORKER_STAT_COUNTERS = {
+    "items": ("weaver_verifier_items_total", "Candidates (or groups) submitted to a verifier's batcher"),
+    "cache_hits": ("weaver_verifier_cache_hits_total", "Scores served from the score cache"),
+    "cache_misses": ("weaver_verifier_cache_misses_total", "Scores the verifier had to compute"),
+    "deduped": ("weaver_verifier_deduplicated_total", "Items that joined an identical queued or running item"),
+    "batches": ("weaver_verifier_batches_total", "Batches run (items / batches = mean batch size)"),
+    "errors": ("weaver_verifier_batch_errors_total", "Batches that failed"),
+    "timeouts": ("weaver_verifier_batch_timeouts_total", "Batches that timed out"),
+}
+
+
+class WorkerStatsCollector:
+    """Exports the workers' cumulative per-verifier batcher counters (from their self-descriptions:
+    the in-process worker, or the Redis heartbeats) as Prometheus counters labelled by verifier and worker."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, list[dict[str, object]]] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        families = {
+            key: CounterMetricFamily(name.removesuffix("_total"), doc, labels=["verifier", "worker"])
+            for key, (name, doc) in WORKER_STAT_COUNTERS.items()
+        }
+        for worker, verifiers in self.snapshot.items():
+            for verifier in verifiers:
+                stats = verifier.get("stats")
+                if not isinstance(stats, dict):
+                    continue
+                values = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+                if "items" in values:
+                    values["cache_misses"] = max(
+                        0.0, values["items"] - values.get("cache_hits", 0.0) - values.get("deduped", 0.0)
+                    )
+                for key, family in families.items():
+                    if key in values:
+                        family.add_metric([str(verifier.get("name", "")), worker], values[key])
+        yield from families.values()
+
+
+WORKER_STATS = WorkerStatsCollector()
+REGISTRY.register(WORKER_STATS)  # type: ignore[arg-type]
+
+
+def observe_workers(catalog: Catalog) -> None:
+    WORKER_STATS.snapshot = catalog.worker_verifiers
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -125,5 +174,6 @@ def render_metrics() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)
+        registry.register(WORKER_STATS)  # type: ignore[arg-type]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

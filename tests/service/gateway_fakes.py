@@ -26,7 +26,8 @@ class FakeWorker:
         return self._errors
 
     def describe_verifiers(self) -> list[dict[str, Any]]:
-        return [{"name": "length", "type": "fake"}, {"name": "echo", "type": "fake"}]
+        stats = {"items": 7, "cache_hits": 2, "deduped": 1, "batches": 3, "errors": 0, "timeouts": 0}
+        return [{"name": "length", "type": "fake", "stats": stats}, {"name": "echo", "type": "fake"}]
 
     def available_verifiers(self) -> list[str]:
         return ["length", "echo"]

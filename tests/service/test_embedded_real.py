@@ -157,4 +157,5 @@ def test_rerank_over_http(base_url: str) -> None:
     metrics = httpx.get(f"{base_url}/metrics").text
     assert 'weaver_requests_total{aggregator="weaver",endpoint="rerank",status="200"}' in metrics
     assert "weaver_verifier_duration_seconds_bucket" in metrics
+    assert 'weaver_verifier_items_total{verifier="lm_judge",worker="cpu-worker"}' in metrics
     assert httpx.get(f"{base_url}/readyz").json()["ready"] is True

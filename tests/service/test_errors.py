@@ -201,3 +201,15 @@ async def test_openapi_is_served(path: str) -> None:
         assert response.status_code == 200
         if path == "/openapi.json":
             assert "/v1/chat/completions" in response.json()["paths"]
+
+
+async def test_metrics_count_requests_and_export_worker_counters() -> None:
+    async with app_client(Settings(), worker=FakeWorker()) as client:
+        assert (await client.post("/v1/rerank", json=RERANK)).status_code == 200
+        assert_error(await client.post("/v1/rerank", json={}), 400)
+        text = (await client.get("/metrics")).text
+    assert 'weaver_requests_total{aggregator="weaver",endpoint="rerank",status="200"}' in text
+    assert 'weaver_requests_total{aggregator="",endpoint="rerank",status="400"}' in text
+    assert 'weaver_verifier_items_total{verifier="length",worker="embedded"} 7.0' in text
+    assert 'weaver_verifier_cache_misses_total{verifier="length",worker="embedded"} 4.0' in text
+    assert "weaver_queue_depth 0.0" in text and "weaver_verifier_duration_seconds_bucket" in text

@@ -27,6 +27,7 @@ class Catalog:
     profiles: dict[str, list[str]] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # generator model names
     workers: int = 0
+    worker_verifiers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # worker -> its verifiers
 
 
 class JobQueue(ABC):

@@ -35,6 +35,7 @@ def generator_models(worker: WorkerLike) -> list[str]:
 def describe_worker(worker: WorkerLike) -> dict[str, Any]:
     """JSON-able snapshot of one worker (the Redis heartbeat payload)."""
     return {
+        "name": str(getattr(worker, "name", "embedded")),
         "ready": bool(worker.ready()),
         "errors": dict(worker.readiness_errors()),
         "verifiers": list(worker.describe_verifiers()),
@@ -67,4 +68,7 @@ def catalog_from_descriptions(descriptions: list[dict[str, Any]]) -> Catalog:
         profiles=dict(first.get("profiles", {})),
         models=models,
         workers=len(ready),
+        worker_verifiers={
+            str(d.get("name", f"worker-{i}")): list(d.get("verifiers", [])) for i, d in enumerate(descriptions)
+        },
     )

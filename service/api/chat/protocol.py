@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -124,7 +125,12 @@ class ChatCompletionChunk(BaseModel):
     verification: VerificationReport | None = None
 
     def sse(self) -> str:
-        return f"data: {self.model_dump_json(exclude_none=True)}\n\n"
+        """One SSE event. Unset top-level and delta fields are left out, as OpenAI does; nested
+        diagnostics keep their nulls."""
+        data = {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
+        for choice in data["choices"]:
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 def extra_fields(request: ChatCompletionRequest) -> dict[str, Any]:

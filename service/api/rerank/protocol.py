@@ -37,13 +37,8 @@ class RerankResult(BaseModel):
     document: DocumentOut | None = Field(None, exclude_if=lambda v: v is None)
 
 
-class RerankUsage(BaseModel):
-    total_tokens: int = 0
-
-
 class RerankResponse(BaseModel):
     id: str = Field(default_factory=lambda: f"rerank-{uuid.uuid4().hex}")
     model: str
     results: list[RerankResult]
-    usage: RerankUsage = Field(default_factory=RerankUsage)
     verification: VerificationReport

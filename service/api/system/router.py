@@ -8,10 +8,11 @@ import time
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from service.api.system.protocol import Health, ModelCard, ModelList, Readiness, VerifierList
+from service.api.system import service
+from service.api.system.protocol import Health, ModelList, Readiness, VerifierList
 from service.deps import StateDep, require_api_key, require_ops_key
 from service.errors import ERROR_RESPONSES
-from service.metrics import observe_queue, render_metrics
+from service.metrics import observe_queue, observe_workers, render_metrics
 from workers.queue.errors import QueueUnavailable
 
 catalog_router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(require_api_key)])
@@ -22,16 +23,13 @@ STARTED = int(time.time())
 @catalog_router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES)
 async def list_models(state: StateDep) -> ModelList:
     """The served ensemble name (use it as ``model``) and the generator model(s) behind it."""
-    names = [state.settings.served_model_name]
-    names += [m for m in (await state.queue.catalog()).models if m not in names]
-    return ModelList(data=[ModelCard(id=name, created=STARTED) for name in names])
+    return await service.models(state, STARTED)
 
 
 @catalog_router.get("/verifiers", response_model=VerifierList, responses=ERROR_RESPONSES)
 async def list_verifiers(state: StateDep) -> VerifierList:
-    """Loaded verifiers with their configuration, and the named profiles."""
-    catalog = await state.queue.catalog()
-    return VerifierList(data=catalog.verifiers, profiles=catalog.profiles)
+    """Loaded verifiers with their configuration and counters, and the named profiles."""
+    return await service.verifiers(state)
 
 
 @ops_router.get("/healthz", response_model=Health)
@@ -42,23 +40,8 @@ async def healthz(state: StateDep) -> Health:
 
 @ops_router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: StateDep) -> Response:
-    """Readiness: models loaded and queue reachable; ``not_ready`` names what is missing."""
-    not_ready: dict[str, str] = {}
-    depth = None
-    workers = 0
-    try:
-        await state.queue.ping()
-        stats = await state.queue.stats()
-        depth, workers = stats.depth, stats.workers
-    except QueueUnavailable as exc:
-        not_ready["queue"] = str(exc)
-    if not not_ready:
-        catalog = await state.queue.catalog()
-        if not catalog.ready:
-            not_ready.update(catalog.errors or {"worker": "not ready"})
-    body = Readiness(
-        ready=not not_ready, mode=state.settings.mode, not_ready=not_ready, workers=workers, queue_depth=depth
-    )
+    """Readiness: models loaded and queue reachable; ``not_ready`` names what is missing (503)."""
+    body = await service.readiness(state)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
@@ -67,5 +50,6 @@ async def metrics(state: StateDep) -> Response:
     """Prometheus exposition (queue gauges are refreshed on every scrape)."""
     with contextlib.suppress(QueueUnavailable):
         observe_queue(await state.queue.stats())
+    observe_workers(await state.queue.catalog())
     payload, content_type = render_metrics()
     return Response(payload, media_type=content_type)

@@ -1,0 +1,38 @@
+"""Readiness and catalogue logic behind the system endpoints."""
+
+from __future__ import annotations
+
+from service.api.system.protocol import ModelCard, ModelList, Readiness, VerifierList
+from service.state import GatewayState
+from workers.queue.errors import QueueUnavailable
+
+
+async def readiness(state: GatewayState) -> Readiness:
+    """Ready = queue reachable and a worker with its models loaded; ``not_ready`` names what is missing."""
+    not_ready: dict[str, str] = {}
+    depth = None
+    workers = 0
+    try:
+        await state.queue.ping()
+        stats = await state.queue.stats()
+        depth, workers = stats.depth, stats.workers
+    except QueueUnavailable as exc:
+        not_ready["queue"] = str(exc)
+    if not not_ready:
+        catalog = await state.queue.catalog()
+        if not catalog.ready:
+            not_ready.update(catalog.errors or {"worker": "not ready"})
+    return Readiness(
+        ready=not not_ready, mode=state.settings.mode, not_ready=not_ready, workers=workers, queue_depth=depth
+    )
+
+
+async def models(state: GatewayState, created: int) -> ModelList:
+    names = [state.settings.served_model_name]
+    names += [m for m in (await state.queue.catalog()).models if m not in names]
+    return ModelList(data=[ModelCard(id=name, created=created) for name in names])
+
+
+async def verifiers(state: GatewayState) -> VerifierList:
+    catalog = await state.queue.catalog()
+    return VerifierList(data=catalog.verifiers, profiles=catalog.profiles)
