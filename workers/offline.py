@@ -20,6 +20,8 @@ from workers.cache import JsonlScoreCache, ScoreCache
 from workers.config import WorkerConfig
 from workers.verifiers import GroupItem, PairItem, Verifier, build_verifier
 
+OFFLINE_BATCH_TIMEOUT_S = 3600.0
+
 
 def resolve_verifier_spec(spec: str, config: WorkerConfig) -> list[str]:
     """A profile name (e.g. ``cpu-default``) or comma-separated verifier names."""
@@ -36,31 +38,35 @@ def resolve_verifier_spec(spec: str, config: WorkerConfig) -> list[str]:
 
 def score_candidate_sets(sets: Sequence[Any], verifiers_spec: str, cache_path: str | Path | None = None,
                          config: WorkerConfig | None = None, progress: bool = True,
-                         timings: dict[str, float] | None = None) -> tuple[list[str], list[np.ndarray]]:
+                         timings: dict[str, float] | None = None,
+                         batch_timeout_s: float = OFFLINE_BATCH_TIMEOUT_S) -> tuple[list[str], list[np.ndarray]]:
     """Score matrices (candidates x verifiers, NaN = abstain/failed) for each candidate set.
 
     ``sets`` are ``models.data.CandidateSet`` objects (prompt, candidates with ``.text``, ``context``
-    when present). ``timings`` (optional) receives seconds spent per verifier.
+    when present). ``timings`` (optional) receives seconds spent per verifier. Per-batch timeouts are
+    raised to ``batch_timeout_s``: online timeouts protect latency, an offline run wants its scores.
     """
     config = config or WorkerConfig.default()
     names = resolve_verifier_spec(verifiers_spec, config)
-    columns = asyncio.run(_score_all(sets, names, config, cache_path, progress, timings if timings is not None
-                                     else {}))
+    columns = asyncio.run(_score_all(sets, names, config, cache_path, progress,
+                                     timings if timings is not None else {}, batch_timeout_s))
     matrices = [np.column_stack([columns[name][i] for name in names]) for i in range(len(sets))]
     return names, matrices
 
 
 async def _score_all(sets: Sequence[Any], names: list[str], config: WorkerConfig, cache_path: str | Path | None,
-                     progress: bool, timings: dict[str, float]) -> dict[str, list[np.ndarray]]:
+                     progress: bool, timings: dict[str, float], batch_timeout_s: float) -> dict[str, list[np.ndarray]]:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     cache: ScoreCache | None = JsonlScoreCache(cache_path) if cache_path else None
     out: dict[str, list[np.ndarray]] = {}
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not progress, transient=False) as bar:
+                      console=Console(stderr=True), disable=not progress, transient=False) as bar:
             for name in names:
                 verifier = build_verifier(config.spec(name))  # weights load lazily: only on a cache miss
+                verifier.timeout_s = max(verifier.timeout_s, batch_timeout_s)
                 start = time.perf_counter()
                 out[name] = await _score_verifier(verifier, sets, cache, bar, config.spec(name).max_concurrency)
                 timings[name] = time.perf_counter() - start

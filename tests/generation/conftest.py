@@ -6,12 +6,15 @@ One character is one token, so token counts in the tests can be checked exactly 
 from __future__ import annotations
 
 import importlib.util
+import os
 import string
 from pathlib import Path
 
 import pytest
 
 from workers.generation.model_cache import ResolvedModel, resolve_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for a model hub
 
 SPECIAL = ["<|im_start|>", "<|im_end|>", "<unk>"]
 ALPHABET = string.ascii_lowercase + string.digits + " \n?.,:!'+-*=/"

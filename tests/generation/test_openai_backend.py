@@ -159,3 +159,13 @@ async def test_unreachable_endpoint_fails_at_start() -> None:
         pass  # the server is gone; its port is closed
     with pytest.raises(GenerationError, match="not usable"):
         await started(url, max_retries=1)
+
+
+async def test_greedy_decodes_once_and_copies() -> None:
+    behaviour = Behaviour()
+    with serve(behaviour) as url:
+        backend = await started(url)
+        out = await backend.generate(QUESTION, 4, SamplingParams(temperature=0.0, seed=2))
+        await backend.close()
+    assert [r["n"] for r in behaviour.requests] == [1]
+    assert out.returned == 4 and len({c.text for c in out.candidates}) == 1 and out.extras["greedy_copies"] == 4

@@ -22,7 +22,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from workers.contract import ChatMessage, SamplingParams
-from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput
+from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput, replicate_greedy
 from workers.generation.errors import GenerationError
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,9 @@ class OpenAIBackend(GenerationBackend):
         if self._client is None:
             raise GenerationError("openai backend used before start()")
         started = time.perf_counter()
+        if sampling.temperature == 0.0 and n > 1:
+            # greedy samples are identical (and vLLM servers reject n > 1 with greedy): decode once, copy
+            return replicate_greedy(await self.generate(messages, 1, sampling), n)
         tally = _Tally()
         notes: list[str] = []
         if self.native_n is not False:

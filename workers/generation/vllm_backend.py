@@ -113,8 +113,10 @@ class VLLMBackend(GenerationBackend):
         max_tokens = sampling.max_tokens
         if self._max_model_len is not None:
             max_tokens = min(max_tokens, self._max_model_len - len(prompt_ids))
+        # vLLM refuses n > 1 with greedy decoding; greedy samples are identical, so decode once and copy
+        copies = n if sampling.temperature == 0.0 and n > 1 else 1
         params = VLLMSamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
+            n=n // copies, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
             seed=sampling.seed, stop=sampling.stop or None, output_kind=RequestOutputKind.FINAL_ONLY)
         started = time.perf_counter()
         try:
@@ -125,13 +127,13 @@ class VLLMBackend(GenerationBackend):
             raise GenerationError(f"vllm: {type(exc).__name__}: {exc}") from exc
         outputs = sorted(final.outputs, key=lambda o: o.index) if final is not None else []
         candidates = [GeneratedCandidate(text=o.text, finish_reason=o.finish_reason,
-                                         completion_tokens=len(o.token_ids)) for o in outputs]
+                                         completion_tokens=len(o.token_ids)) for o in outputs] * copies
         reason = None
         if len(candidates) != n:
             reason = f"{len(candidates)} of {n} candidates came back from vLLM (request finished early or was aborted)"
         prompt_tokens = len(final.prompt_token_ids) if final is not None and final.prompt_token_ids else len(prompt_ids)
         return GenerationOutput(candidates=candidates, requested=n, prompt_tokens=prompt_tokens, reason=reason,
-                                extras={"generate_s": time.perf_counter() - started})
+                                extras={"generate_s": time.perf_counter() - started, "greedy_copies": copies})
 
     async def _final_output(self, prompt_ids: list[int], params: Any) -> Any:
         final = None
