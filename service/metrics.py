@@ -124,6 +124,22 @@ def observe_workers(catalog: Catalog) -> None:
     WORKER_STATS.snapshot = catalog.worker_verifiers
 
 
+WORKER_SLOTS = Gauge(
+    "weaver_worker_slots", "Job slots behind the queue: live workers x per-worker concurrency", multiprocess_mode="max"
+)
+WORKER_BUSY_SLOTS = Gauge(
+    "weaver_worker_busy_slots", "Job slots in use (jobs running, at most the slots)", multiprocess_mode="max"
+)
+
+
+def observe_capacity(stats: QueueStats, concurrency: int) -> None:
+    """Worker saturation from the queue's view: running jobs = min(depth, slots), since a free slot takes the
+    next pending job at once. Busy/slots near 1 with a growing queue means: add (GPU) workers."""
+    slots = stats.workers * concurrency
+    WORKER_SLOTS.set(slots)
+    WORKER_BUSY_SLOTS.set(min(stats.depth, slots))
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 

@@ -12,7 +12,7 @@ from service.api.system import service
 from service.api.system.protocol import Health, ModelList, Readiness, VerifierList
 from service.deps import StateDep, require_api_key, require_ops_key
 from service.errors import ERROR_RESPONSES
-from service.metrics import observe_queue, observe_workers, render_metrics
+from service.metrics import observe_capacity, observe_queue, observe_workers, render_metrics
 from workers.queue.errors import QueueUnavailable
 
 catalog_router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(require_api_key)])
@@ -49,7 +49,9 @@ async def readyz(state: StateDep) -> Response:
 async def metrics(state: StateDep) -> Response:
     """Prometheus exposition (queue gauges are refreshed on every scrape)."""
     with contextlib.suppress(QueueUnavailable):
-        observe_queue(await state.queue.stats())
+        stats = await state.queue.stats()
+        observe_queue(stats)
+        observe_capacity(stats, state.settings.queue.concurrency)
     observe_workers(await state.queue.catalog())
     payload, content_type = render_metrics()
     return Response(payload, media_type=content_type)
