@@ -8,6 +8,7 @@ the same numbers appear wherever the worker runs: in the gateway process (embedd
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterator
 from typing import Protocol
@@ -61,7 +62,8 @@ class BatcherCollector(Collector):
 
 
 COLLECTOR = BatcherCollector()
-REGISTRY.register(COLLECTOR)
+with contextlib.suppress(ValueError):  # merge stop-gap: the gateway's WorkerStatsCollector exports these names
+    REGISTRY.register(COLLECTOR)
 
 
 def track_worker(worker: HasBatcherStats) -> None:
