@@ -89,12 +89,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any, log_config: dict[str, Any] | None = None) -> Iterator[str]:
+def live_server(app: Any, log_config: dict[str, Any] | None = None, log_level: str = "warning") -> Iterator[str]:
     """The ASGI app under a real uvicorn server on a free port (lifespan included); yields its base URL."""
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on",
                             log_config=log_config)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
