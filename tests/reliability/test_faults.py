@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from harness import OwnRedis, write_worker_config
 
 from service.app import create_app
@@ -115,6 +116,7 @@ async def test_a_verifier_that_fails_to_load_keeps_readiness_false_and_is_named(
         assert "answer_agreement" in named.json()["error"]["message"]
 
 
+@pytest.mark.redis
 async def test_redis_down_at_start_then_up_serves_without_a_restart(own_redis: OwnRedis, tmp_path: Path) -> None:
     prefix = f"weaver-rel-{uuid.uuid4().hex[:8]}"
     own_redis.stop()  # unreachable while gateway and worker start

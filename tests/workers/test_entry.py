@@ -68,7 +68,7 @@ async def test_rerank_job_cold_start(worker: Worker) -> None:
 
 
 async def test_introspection(worker: Worker) -> None:
-    assert worker.ready()
+    assert not worker.ready()  # a configured verifier failed to load: kept out of traffic (issue 8)
     errors = worker.readiness_errors()
     assert "verifier:broken_rm" in errors and "nonexistent" in errors["verifier:broken_rm"]
     assert worker.available_verifiers() == ["answer_agreement", "math_check", "offline_judge"]
