@@ -185,6 +185,8 @@ class VerifierBatcher:
             self.stats.batched_items += len(batch)
             outcomes = await self._score(batch)
             if any(o.error and o.error.startswith("timeout") for o in outcomes):
+                for entry, outcome in zip(batch, outcomes, strict=True):
+                    entry.resolve(outcome)  # answer the callers now: the timeout bounds their wait
                 # a worker thread cannot be killed: hold this slot until the timed-out call really ends,
                 # so the next batch's timeout does not count time spent queueing behind it
                 await asyncio.get_running_loop().run_in_executor(self.executor, _noop)

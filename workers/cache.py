@@ -6,6 +6,7 @@ failures never fail scoring: a Redis outage reads as a miss and writes are dropp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -13,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from workers.verifiers.base import GroupItem, Item, Score, Verifier, stable_hash
 
@@ -143,7 +144,7 @@ class JsonlScoreCache(ScoreCache):
                     except (ValueError, KeyError, TypeError):
                         continue  # a torn last line from an interrupted run
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._handle: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -152,10 +153,22 @@ class JsonlScoreCache(ScoreCache):
         return {k: self._data[k] for k in keys if k in self._data}
 
     async def set_many(self, values: Mapping[str, Score]) -> None:
-        for key, value in values.items():
-            self._data[key] = value
-            self._handle.write(json.dumps({"key": key, "value": json.loads(_encode(value))}) + "\n")
-        self._handle.flush()
+        self._data.update(values)
+        if self._handle is None:
+            return
+        try:
+            for key, value in values.items():
+                self._handle.write(json.dumps({"key": key, "value": json.loads(_encode(value))}) + "\n")
+            self._handle.flush()
+        except OSError as exc:  # a full disk costs the cache file, never the scores: keep them in memory
+            log.warning("score cache file %s is no longer written (disk full or not writable): %s", self.path, exc)
+            self._drop_handle()
+
+    def _drop_handle(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
 
     async def close(self) -> None:
-        self._handle.close()
+        self._drop_handle()

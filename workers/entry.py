@@ -42,6 +42,7 @@ from workers.contract import (
     JobResult,
     VerifierDiagnostics,
 )
+from workers.generation.errors import PromptTooLongError
 from workers.verifiers import GroupItem, PairItem, Verifier, build_verifier
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,10 @@ class Worker:
         self._started = True
 
     def ready(self) -> bool:
-        """Started, at least one verifier loaded, and the generator (when configured) up."""
+        """Started, every configured verifier loaded, and the generator (when configured) up."""
         if not self._started or not self._verifiers or "generation" in self._errors:
+            return False
+        if any(key.startswith("verifier:") for key in self._errors):  # a broken verifier keeps the pod out
             return False
         return self._generator is None or bool(self._generator.ready())
 
@@ -255,7 +258,10 @@ class Worker:
             raise JobError(f"this worker cannot generate: {why}", "service_unavailable")
         messages = job.messages or [ChatMessage(role="user", content=job.prompt)]
         t = time.perf_counter()
-        output = await self._generator.generate(messages, job.n_candidates, job.sampling)
+        try:
+            output = await self._generator.generate(messages, job.n_candidates, job.sampling)
+        except PromptTooLongError as exc:  # the client's input, not a server fault: answer 400, not 500
+            raise JobError(str(exc), "invalid_request_error") from exc
         latency = time.perf_counter() - t
         texts = [c.text for c in output.candidates]
         reason = output.reason

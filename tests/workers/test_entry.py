@@ -68,7 +68,7 @@ async def test_rerank_job_cold_start(worker: Worker) -> None:
 
 
 async def test_introspection(worker: Worker) -> None:
-    assert worker.ready()
+    assert not worker.ready()  # a configured verifier failed to load: kept out of traffic (issue 8)
     errors = worker.readiness_errors()
     assert "verifier:broken_rm" in errors and "nonexistent" in errors["verifier:broken_rm"]
     assert worker.available_verifiers() == ["answer_agreement", "math_check", "offline_judge"]
@@ -220,7 +220,7 @@ async def test_generate_job_with_a_tiny_transformers_generator(tiny_causal_lm_di
     generating = Worker.from_config(config)
     await generating.start()
     try:
-        assert generating.ready(), generating.readiness_errors()
+        assert "generation" not in generating.readiness_errors()  # (broken_rm alone keeps ready() false)
         result = await generating.run(Job(kind="generate", prompt="What is 2 + 2?", n_candidates=3,
                                           sampling=SamplingParams(temperature=1.0, max_tokens=6, seed=1)))
         assert result.status == "ok", result.error

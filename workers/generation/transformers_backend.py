@@ -266,7 +266,7 @@ class TransformersBackend(GenerationBackend):
             top_k=None if greedy else config.top_k,
             eos_token_id=sorted(self._eos_ids),
             pad_token_id=tokenizer.pad_token_id,
-            stop_strings=sampling.stop or None,
+            stop_strings=_producible_stops(tokenizer, sampling.stop or []),
         )
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(self._device),
@@ -300,3 +300,18 @@ class TransformersBackend(GenerationBackend):
     def _decode(self, tokens: list[int]) -> str:
         text: str = self._worker_tokenizer.decode(tokens, skip_special_tokens=True)
         return text
+
+
+def _producible_stops(tokenizer: Any, stop: list[str]) -> list[str] | None:
+    """The stop strings transformers can watch for. It rejects (ValueError) strings no token can spell;
+    the model can never produce those, so dropping them changes nothing (``_finish`` still cuts at any)."""
+    from transformers import StopStringCriteria
+
+    usable = []
+    for text in stop:
+        try:
+            StopStringCriteria(tokenizer, [text])
+        except ValueError:
+            continue
+        usable.append(text)
+    return usable or None

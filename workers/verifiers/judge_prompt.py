@@ -26,9 +26,24 @@ DEFAULT_NO = ("No", "no", "NO")
 _TAG = re.compile(r"<\s*(/?)\s*(problem|solution)\b", re.IGNORECASE)
 
 
+_CONTROL = re.compile(r"<\s*\|")  # ChatML / Llama-3 style control tokens: <|im_end|>, <|eot_id|>, ...
+
+
 def escape_delimiters(text: str) -> str:
-    """Neutralise anything that looks like our delimiters (``</solution>`` -> ``&lt;/solution>``)."""
+    """Neutralise anything that looks like our delimiters (``</solution>`` -> ``&lt;/solution>``) or like a
+    chat-template control token (``<|im_end|>`` -> ``&lt;|im_end|>``), which a tokenizer would otherwise
+    read as a real turn boundary and let the candidate forge a judge's answer."""
+    text = _CONTROL.sub("&lt;|", text)
     return _TAG.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text)
+
+
+def defuse_special_tokens(text: str, special_tokens: Iterable[str]) -> str:
+    """Break every literal occurrence of a tokenizer's special tokens (``</s>``, ``[INST]``) in data text,
+    by a zero-width space after its first character, so the text tokenizes as plain characters."""
+    for token in sorted({t for t in special_tokens if len(t) > 1}, key=len, reverse=True):
+        if token in text:
+            text = text.replace(token, token[0] + "\u200b" + token[1:])
+    return text
 
 
 def clip_middle(text: str, max_chars: int | None) -> str:

@@ -25,6 +25,7 @@ from workers.verifiers.judge_prompt import (
     DEFAULT_SYSTEM,
     DEFAULT_TEMPLATE,
     DEFAULT_YES,
+    defuse_special_tokens,
     render_judge_messages,
     yes_probability,
 )
@@ -70,7 +71,11 @@ class LMJudgeVerifier(Verifier):
                 "max_length": self.max_length, "dtype": self.dtype}
 
     def _messages(self, item: PairItem) -> list[dict[str, str]]:
-        return render_judge_messages(item.prompt, item.candidate, self.template, self.system, self.max_candidate_chars)
+        prompt, candidate = item.prompt, item.candidate
+        if self._tokenizer is not None:  # data must never contain the tokenizer's own control tokens
+            specials = getattr(self._tokenizer, "all_special_tokens", [])
+            prompt, candidate = defuse_special_tokens(prompt, specials), defuse_special_tokens(candidate, specials)
+        return render_judge_messages(prompt, candidate, self.template, self.system, self.max_candidate_chars)
 
     # -- transformers backend ---------------------------------------------------------------
     def load(self) -> None:

@@ -8,7 +8,8 @@ Layers (each one alone is not enough; together they stop the usual hostile progr
 - when running as root: a new network namespace (only a down loopback) and the unprivileged
   ``nobody`` user, so it can neither reach the network nor write outside its directory;
 - a Python audit hook (installed before the candidate runs, and not removable from Python) that
-  refuses sockets, subprocesses, forks, ctypes, writes outside the temp dir and reads of /proc.
+  refuses sockets, subprocesses, forks, ctypes, writes outside the temp dir, and reads outside it other
+  than the interpreter's own module path (so no /proc, /etc, home directories or mounted secrets).
 """
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ NOBODY_UID = 65534
 _HARNESS = r'''
 import sys, os
 _ROOT = os.path.realpath(os.getcwd())
+# reads: its own directory plus the interpreter's module path (stdlib, lib-dynload); nothing else on the host
+_READABLE = tuple(os.path.realpath(p) for p in sys.path if p) + ("/dev/null", "/dev/urandom", "/dev/zero")
 _BLOCKED_PREFIXES = ("socket.", "subprocess.", "os.fork", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
                      "os.kill", "os.killpg", "ctypes.", "os.forkpty", "pty.", "_posixsubprocess")
 _PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
                 "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
+
+def _readable(path):
+    real = os.path.realpath(path)
+    return _inside(path) or any(real == r or real.startswith(r + os.sep) for r in _READABLE)
 
 def _inside(path):
     try:
@@ -56,6 +63,8 @@ def _hook(event, args):
             raise PermissionError("sandbox: /proc is not readable")
         if writing and not _inside(path):
             raise PermissionError(f"sandbox: writing outside the sandbox directory: {path}")
+        if not writing and not _readable(path):
+            raise PermissionError(f"sandbox: reading outside the sandbox directory: {path}")
     if event in _PATH_EVENTS:
         for arg in args[:2]:
             if isinstance(arg, (str, bytes, os.PathLike)) and not _inside(arg):

@@ -46,7 +46,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**62, description="engines take 64-bit seeds, plus one per candidate")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -52,6 +52,8 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
         raise invalid(
             f"max_tokens={max_tokens} exceeds the limit of {settings.limits.max_tokens}", "max_tokens", "limit_exceeded"
         )
+    if max_tokens is None:  # an omitted max_tokens must respect the limit too (the sampling default may exceed it)
+        max_tokens = min(SamplingParams.model_fields["max_tokens"].default, settings.limits.max_tokens)
     check_chars(sum(len(m.text()) for m in request.messages), settings, "messages")
     check_selection(options, await state.queue.catalog(), settings)
     sampling = SamplingParams(
