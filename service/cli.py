@@ -205,6 +205,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+from service.distill_cli import distill as _distill  # noqa: E402  (own module, registered here)
+
+app.command(name="distill")(_distill)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
