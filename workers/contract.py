@@ -81,6 +81,7 @@ class VerifierDiagnostics(BaseModel):
     kept: bool  # used by the aggregator
     latency_s: float
     error: str | None = None
+    notes: list[str | None] | None = None  # per candidate, why it got its score (e.g. code_tests failures)
 
 
 class GenerationInfo(BaseModel):

@@ -1,0 +1,379 @@
+"""The worker entry: a Job in, a JobResult out (generate or take candidates, verify, aggregate).
+
+Verifier failures never fail a job: the affected scores are NaN and the diagnostics say why. Only
+job-level problems (unknown verifier or aggregator, generation failure, deadline passed) answer
+``JobResult(status="error")``. No web code here: the gateway wraps this behind its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.aggregators import (
+    FirstAggregator,
+    MajorityVoteAggregator,
+    MeanAggregator,
+    QueryScores,
+    Ranking,
+    WeaverAggregator,
+)
+from models.answers import extract_answer
+from models.normalization import Normalizer
+from models.weaver import WeaverModel
+from workers.batching import Outcome, VerifierBatcher
+from workers.cache import ScoreCache, build_cache
+from workers.config import WorkerConfig
+from workers.contract import (
+    CandidateResult,
+    ChatMessage,
+    GenerationInfo,
+    Job,
+    JobResult,
+    VerifierDiagnostics,
+)
+from workers.verifiers import GroupItem, PairItem, Verifier, build_verifier
+
+log = logging.getLogger(__name__)
+
+RankFunction = Callable[[QueryScores], Ranking]
+
+
+class JobError(Exception):
+    """A job-level failure, reported as JobResult(status="error")."""
+
+    def __init__(self, message: str, error_type: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass
+class _Candidates:
+    texts: list[str]
+    finish_reasons: list[str | None]
+    completion_tokens: list[int]
+    generation: GenerationInfo | None
+
+
+@dataclass
+class _Column:
+    name: str
+    values: list[float]
+    latency_s: float
+    error: str | None
+    notes: list[str | None] | None
+
+
+class Worker:
+    """Loads a generator and verifiers once, then serves jobs concurrently (one event loop)."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.name = f"{config.name}@{socket.gethostname()}:{os.getpid()}"
+        self._verifiers: dict[str, Verifier] = {}
+        self._batchers: dict[str, VerifierBatcher] = {}
+        self._errors: dict[str, str] = {}
+        self._cache: ScoreCache | None = None
+        self._generator: Any = None
+        self._weaver: WeaverModel | None = None
+        self._extra_aggregators: dict[str, RankFunction] = {}
+        self._started = False
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> Worker:
+        return cls(config)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the generator, every verifier and the Weaver model; failures go to readiness_errors."""
+        cache = self.config.cache
+        self._cache = build_cache(cache.memory_size, cache.redis_url, cache.redis_prefix, cache.redis_ttl_s)
+        for spec in self.config.verifiers:
+            try:
+                verifier = build_verifier(spec)
+                await asyncio.to_thread(verifier.load)
+            except Exception as exc:  # noqa: BLE001 - one broken verifier must not stop the worker
+                log.exception("verifier %s failed to load", spec.name)
+                self._errors[f"verifier:{spec.name}"] = f"{type(exc).__name__}: {exc}"
+                continue
+            self._verifiers[spec.name] = verifier
+            self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=spec.max_concurrency)
+        path = self.config.aggregation.weaver_model
+        if path:
+            try:
+                self._weaver = await asyncio.to_thread(WeaverModel.load, Path(path))
+            except Exception as exc:  # noqa: BLE001
+                self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
+        if self.config.generation is not None:
+            try:
+                from workers.generation import build_backend  # type: ignore[attr-defined]
+
+                self._generator = build_backend(dict(self.config.generation))
+                await self._generator.start()
+            except Exception as exc:  # noqa: BLE001
+                log.exception("generation backend failed to start")
+                self._generator = None
+                self._errors["generation"] = f"{type(exc).__name__}: {exc}"
+        self._started = True
+
+    def ready(self) -> bool:
+        """Started, at least one verifier loaded, and the generator (when configured) up."""
+        if not self._started or not self._verifiers or "generation" in self._errors:
+            return False
+        return self._generator is None or bool(self._generator.ready())
+
+    def readiness_errors(self) -> dict[str, str]:
+        errors = dict(self._errors)
+        if not self._started:
+            errors["worker"] = "not started"
+        elif not self._verifiers:
+            errors.setdefault("verifiers", "no verifier loaded")
+        return errors
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        for verifier in self._verifiers.values():
+            await verifier.aclose()
+        if self._generator is not None:
+            await self._generator.close()
+        if self._cache is not None:
+            await self._cache.close()
+        self._started = False
+
+    # -- introspection ------------------------------------------------------------------------
+    def describe_verifiers(self) -> list[dict[str, Any]]:
+        out = []
+        accuracy = self._weaver.accuracy() if self._weaver is not None else None
+        for spec in self.config.verifiers:
+            verifier = self._verifiers.get(spec.name)
+            entry: dict[str, Any] = verifier.describe() if verifier else {"name": spec.name, "kind": spec.type}
+            entry["ready"] = verifier is not None
+            entry["error"] = self._errors.get(f"verifier:{spec.name}")
+            entry["profiles"] = [p for p, members in self.config.profiles.items() if spec.name in members]
+            if accuracy is not None and self._weaver is not None and spec.name in self._weaver.verifier_names:
+                j = self._weaver.verifier_names.index(spec.name)
+                entry["estimated_accuracy"] = float(accuracy[j])
+                entry["kept"] = bool(self._weaver.kept[j])
+            if verifier is not None:
+                stats = self._batchers[spec.name].stats
+                entry["stats"] = {"items": stats.items, "cache_hits": stats.cache_hits, "deduped": stats.deduped,
+                                  "batches": stats.batches, "errors": stats.errors, "timeouts": stats.timeouts}
+            out.append(entry)
+        return out
+
+    def available_verifiers(self) -> list[str]:
+        return [spec.name for spec in self.config.verifiers if spec.name in self._verifiers]
+
+    def profiles(self) -> dict[str, list[str]]:
+        return {name: list(members) for name, members in self.config.profiles.items()}
+
+    # -- aggregation hooks ---------------------------------------------------------------------
+    def set_weaver_model(self, model: WeaverModel, task: str | None = None) -> None:
+        """Atomically swap the label model (online refits). With ``task``, replace that task's model only."""
+        if task is None or self._weaver is None:
+            self._weaver = model
+            return
+        from dataclasses import replace
+
+        self._weaver = replace(self._weaver, by_task={**self._weaver.by_task, task: model})
+
+    def register_aggregator(self, name: str, rank: RankFunction) -> None:
+        """Plug in an aggregator (e.g. the distilled ``cross_encoder`` or a ``cascade``)."""
+        self._extra_aggregators[name] = rank
+
+    # -- the job --------------------------------------------------------------------------------
+    async def run(self, job: Job) -> JobResult:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        try:
+            if time.time() > job.deadline:
+                raise JobError("the job's deadline passed before it started", "timeout_error")
+            names = self._resolve_verifiers(job)
+            self._check_aggregator(job.aggregator)
+            t = time.perf_counter()
+            candidates = await self._candidates(job)
+            timings["generation"] = time.perf_counter() - t
+            t = time.perf_counter()
+            columns = await asyncio.gather(*(self._score_column(name, job, candidates.texts) for name in names))
+            timings["verification"] = time.perf_counter() - t
+            t = time.perf_counter()
+            result = self._aggregate(job, names, candidates, list(columns))
+            timings["aggregation"] = time.perf_counter() - t
+        except JobError as exc:
+            result = JobResult(id=job.id, status="error", error=str(exc), error_type=exc.error_type)
+        except Exception as exc:  # noqa: BLE001 - a job never takes the worker down
+            log.exception("job %s failed", job.id)
+            result = JobResult(id=job.id, status="error", error=f"{type(exc).__name__}: {exc}",
+                               error_type="internal_error")
+        timings["total"] = time.perf_counter() - start
+        result.timings = timings
+        result.worker = self.name
+        return result
+
+    def _resolve_verifiers(self, job: Job) -> list[str]:
+        if job.verifiers is not None and job.profile is not None:
+            raise JobError("give either verifiers or profile, not both")
+        if job.profile is not None:
+            if job.profile not in self.config.profiles:
+                raise JobError(f"unknown verifier profile {job.profile!r} (known: "
+                               f"{', '.join(sorted(self.config.profiles)) or 'none'})")
+            names = list(self.config.profiles[job.profile])
+        elif job.verifiers is not None:
+            names = list(dict.fromkeys(job.verifiers))
+        else:
+            names = self.config.default_verifiers()
+        configured = {spec.name for spec in self.config.verifiers}
+        unknown = [n for n in names if n not in configured]
+        if unknown:
+            raise JobError(f"unknown verifiers: {', '.join(unknown)} (configured: {', '.join(sorted(configured))})")
+        if not names:
+            raise JobError("no verifiers selected")
+        return names
+
+    def _check_aggregator(self, name: str) -> None:
+        if name in ("weaver", "majority", "mean", "first") or name in self._extra_aggregators:
+            return
+        raise JobError(f"aggregator {name!r} is not configured on this worker", "invalid_request_error")
+
+    async def _candidates(self, job: Job) -> _Candidates:
+        if job.kind == "rerank":
+            texts = list(job.candidates or [])
+            return _Candidates(texts, [None] * len(texts), [0] * len(texts), None)
+        if self._generator is None:
+            why = self._errors.get("generation", "no generation backend configured")
+            raise JobError(f"this worker cannot generate: {why}", "service_unavailable")
+        messages = job.messages or [ChatMessage(role="user", content=job.prompt)]
+        t = time.perf_counter()
+        output = await self._generator.generate(messages, job.n_candidates, job.sampling)
+        latency = time.perf_counter() - t
+        texts = [c.text for c in output.candidates]
+        reason = output.reason
+        if len(texts) != job.n_candidates and not reason:
+            reason = f"backend returned {len(texts)} of {job.n_candidates} candidates without saying why"
+        info = GenerationInfo(backend=getattr(self._generator, "name", "unknown"),
+                              model=getattr(self._generator, "model", ""), requested=job.n_candidates,
+                              returned=len(texts), reason=reason, prompt_tokens=output.prompt_tokens,
+                              completion_tokens=sum(c.completion_tokens for c in output.candidates),
+                              latency_s=latency)
+        if not texts:
+            raise JobError(f"generation returned no candidates: {reason}", "generation_error")
+        return _Candidates(texts, [c.finish_reason for c in output.candidates],
+                           [c.completion_tokens for c in output.candidates], info)
+
+    async def _score_column(self, name: str, job: Job, texts: Sequence[str]) -> _Column:
+        verifier = self._verifiers.get(name)
+        n = len(texts)
+        if verifier is None:
+            why = self._errors.get(f"verifier:{name}", "not loaded")
+            return _Column(name, [math.nan] * n, 0.0, f"verifier unavailable: {why}", None)
+        batcher = self._batchers[name]
+        t = time.perf_counter()
+        outcomes: list[Outcome]
+        if verifier.granularity == "group":
+            outcomes = await batcher.submit([GroupItem(job.prompt, tuple(texts), job.context)])
+            values = outcomes[0].as_floats(n)
+            notes = None
+        else:
+            outcomes = await batcher.submit([PairItem(job.prompt, text, job.context) for text in texts])
+            values = [o.as_floats(1)[0] for o in outcomes]
+            notes = [o.note for o in outcomes] if any(o.note for o in outcomes) else None
+        errors = [o.error for o in outcomes if o.error]
+        error = None
+        if errors:
+            error = errors[0] if len(errors) == 1 else f"{errors[0]} ({len(errors)} items failed)"
+        return _Column(name, values, time.perf_counter() - t, error, notes)
+
+    def _rank(self, job: Job, query: QueryScores) -> tuple[Ranking, str, WeaverModel | None]:
+        """(ranking, note, the Weaver model used or None)."""
+        name = job.aggregator
+        if name in self._extra_aggregators:
+            return self._extra_aggregators[name](query), "", None
+        if name == "weaver":
+            model = self._weaver.for_task(job.task) if self._weaver is not None else None
+            if model is None:
+                cold = self.config.aggregation.cold_start
+                return self._cold(cold, query), f"cold start: no Weaver model fitted yet; used {cold}", None
+            overlap = [n for n in query.verifier_names if n in model.verifier_names
+                       and model.kept[model.verifier_names.index(n)]]
+            if not overlap:
+                cold = self.config.aggregation.cold_start
+                return (self._cold(cold, query),
+                        f"the Weaver model {model.version} keeps none of these verifiers; used {cold}", None)
+            ranking = WeaverAggregator(self._weaver).rank(query)  # type: ignore[arg-type]
+            return ranking, ranking.note, model
+        return self._cold(name, query), "", None
+
+    @staticmethod
+    def _cold(name: str, query: QueryScores) -> Ranking:
+        if name == "majority":
+            return MajorityVoteAggregator().rank(query)
+        if name == "first":
+            return FirstAggregator().rank(query)
+        return MeanAggregator().rank(query)
+
+    def _aggregate(self, job: Job, names: list[str], given: _Candidates, columns: list[_Column]) -> JobResult:
+        texts = given.texts
+        matrix = np.array([c.values for c in columns], dtype=float).T.reshape(len(texts), len(names))
+        answers = tuple(extract_answer(t) for t in texts)
+        query = QueryScores(matrix=matrix, verifier_names=tuple(names), answers=answers, task=job.task)
+        ranking, note, model = self._rank(job, query)
+        diagnostics = self._diagnostics(columns, matrix, names, model, ranking.aggregator)
+        ranks = np.empty(len(texts), dtype=int)
+        ranks[ranking.order] = np.arange(len(texts))
+        candidates = [
+            CandidateResult(index=i, text=text, score=_finite(ranking.scores[i]) or 0.0, rank=int(ranks[i]),
+                            answer=answers[i], finish_reason=given.finish_reasons[i],
+                            completion_tokens=given.completion_tokens[i])
+            for i, text in enumerate(texts)
+        ]
+        selected = ranking.selected
+        return JobResult(
+            id=job.id, candidates=candidates, selected_index=selected,
+            confidence=_finite(ranking.scores[selected]) if ranking.is_probability else None,
+            margin=_finite(ranking.margin), aggregator=ranking.aggregator, aggregator_version=ranking.version,
+            aggregator_note=note, verifier_names=list(names), generation=given.generation,
+            scores=[[_finite(v) for v in row] for row in matrix], diagnostics=diagnostics)
+
+    def _diagnostics(self, columns: list[_Column], matrix: np.ndarray, names: list[str], model: WeaverModel | None,
+                     aggregator: str) -> list[VerifierDiagnostics]:
+        if model is not None:
+            explanation = model.explain(model.align(matrix, names))
+            accuracy = model.accuracy()
+        else:
+            normalized = Normalizer.fit(matrix).transform(matrix)
+        out = []
+        for j, column in enumerate(columns):
+            verifier = self._verifiers.get(column.name)
+            if model is not None and column.name in model.verifier_names:
+                k = model.verifier_names.index(column.name)
+                norm = explanation.normalized[:, k]
+                votes: list[int | None] = [None if v < 0 else int(v) for v in explanation.votes[:, k]]
+                est: float | None = float(accuracy[k])
+                kept = bool(model.kept[k])
+            else:
+                norm = normalized[:, j] if model is None else np.full(matrix.shape[0], np.nan)
+                votes = [None if math.isnan(v) else int(v >= 0.5) for v in norm]
+                est = None
+                kept = aggregator == "mean" and model is None
+            out.append(VerifierDiagnostics(
+                name=column.name, kind=verifier.kind if verifier else "unavailable",
+                version=verifier.version if verifier else "", raw=[_finite(v) for v in column.values],
+                normalized=[_finite(v) for v in norm], vote=votes, estimated_accuracy=est, kept=kept,
+                latency_s=column.latency_s, error=column.error, notes=column.notes))
+        return out
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

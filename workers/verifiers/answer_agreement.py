@@ -1,0 +1,26 @@
+"""Self-consistency as a verifier: the share of siblings whose final answer is equivalent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from models.answers import agreement_shares, extract_answer
+from workers.verifiers.base import GroupItem, Item, Score, Verifier
+
+
+class AnswerAgreementVerifier(Verifier):
+    kind = "answer_agreement"
+    granularity = "group"
+    default_max_batch_size = 64
+    default_max_wait_ms = 0.0
+    default_timeout_s = 30.0
+
+    def version_params(self) -> dict[str, object]:
+        return {"shares": "siblings"}
+
+    def score_sync(self, items: Sequence[Item]) -> list[Score]:
+        out: list[Score] = []
+        for item in items:
+            assert isinstance(item, GroupItem)
+            out.append(agreement_shares([extract_answer(c) for c in item.candidates]))
+        return out
