@@ -32,6 +32,9 @@ def default_base_model() -> str:
 class StudentMeta:
     base: str
     max_length: int = 256
+    # Worked solutions end with the answer and prompts end with the question: when a pair is too
+    # long, drop tokens from the start of each side, not the end (HF's default).
+    truncation_side: str = "left"
     teacher_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -55,7 +58,9 @@ class CrossEncoderStudent:
         torch.manual_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-        return cls(model, tokenizer, StudentMeta(base=base, max_length=max_length))
+        meta = StudentMeta(base=base, max_length=max_length)
+        tokenizer.truncation_side = meta.truncation_side
+        return cls(model, tokenizer, meta)
 
     @classmethod
     def from_config(cls, config: Any, tokenizer: Any, max_length: int = 128, seed: int = 0) -> CrossEncoderStudent:
@@ -65,7 +70,9 @@ class CrossEncoderStudent:
         torch.manual_seed(seed)
         config.num_labels = 1
         model = AutoModelForSequenceClassification.from_config(config)
-        return cls(model, tokenizer, StudentMeta(base=f"config:{config.model_type}", max_length=max_length))
+        meta = StudentMeta(base=f"config:{config.model_type}", max_length=max_length)
+        tokenizer.truncation_side = meta.truncation_side
+        return cls(model, tokenizer, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> CrossEncoderStudent:
@@ -77,6 +84,7 @@ class CrossEncoderStudent:
             raise FileNotFoundError(f"{path} is not a distilled cross-encoder checkpoint (no {META_FILE})")
         meta = StudentMeta(**json.loads(meta_path.read_text()))
         tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.truncation_side = meta.truncation_side
         model = AutoModelForSequenceClassification.from_pretrained(path)
         model.eval()
         return cls(model, tokenizer, meta)
