@@ -124,7 +124,12 @@ def distill(
                    f"{point.proxy_bce:.4f} top1 {point.proxy_top1:.3f}{golden}"
                    + "".join(f"  [{f.kind}]" for f in report.flags if f.confirmed_at == point.step))
 
-    result = train(student, source, val_set, config, on_eval=progress)
+    try:
+        result = train(student, source, val_set, config, on_eval=progress)
+    finally:
+        if mode == "online":
+            typer.echo(f"online data: {json.dumps(collector.stats)}")
+            collector.close()
     student.meta.extra = {"mode": mode, "best_step": result.best_step, "stop_reason": result.stop_reason,
                           "test_query_ids": [q.id for q in split_ids.test]}
     student.save(output)
