@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from models.aggregators import MajorityVoteAggregator, QueryScores  # noqa: E402
+from models.aggregators import MajorityVoteAggregator, QueryScores, WeaverAggregator  # noqa: E402
 from models.data import CandidateSet, load_candidate_sets  # noqa: E402
 from models.distill.cascade import CascadeRule  # noqa: E402
 from models.distill.dataset import DistillQuery, build_distill_queries, split_by_query, teacher_posteriors  # noqa: E402
@@ -131,28 +131,32 @@ async def time_requests(sets: list[CandidateSet], profiles: dict[str, list[str]]
     return times, notes
 
 
-def selection(queries: list[DistillQuery], scores: list[np.ndarray]) -> float:
-    return float(np.mean([q.labels[int(np.argmax(s))] == 1 for q, s in zip(queries, scores, strict=True)
-                          if q.labels is not None]))
+def accuracy(queries: list[DistillQuery], picks: list[int]) -> float:
+    return float(np.mean([q.labels is not None and q.labels[i] == 1 for q, i in zip(queries, picks, strict=True)]))
 
 
-def cascade_scores(student: list[np.ndarray], teacher: list[np.ndarray], rule: CascadeRule) -> tuple[list, float]:
+def argmax_picks(scores: list[np.ndarray]) -> list[int]:
+    return [int(np.argmax(s)) for s in scores]
+
+
+def cascade_picks(student: list[np.ndarray], weaver: list[int], rule: CascadeRule) -> tuple[list[int], float]:
+    """The cross-encoder's pick, or Weaver's (with its tie-break) where the rule falls back."""
     out, fallbacks = [], 0
-    for s, t in zip(student, teacher, strict=True):
+    for s, w in zip(student, weaver, strict=True):
         fallback, _ = rule.decide(s)
         fallbacks += fallback
-        out.append(t if fallback else s)
+        out.append(w if fallback else int(np.argmax(s)))
     return out, fallbacks / max(len(student), 1)
 
 
-def choose_rule(student: list[np.ndarray], teacher: list[np.ndarray], queries: list[DistillQuery],
+def choose_rule(student: list[np.ndarray], weaver: list[int], queries: list[DistillQuery],
                 target: float) -> CascadeRule:
     """The cheapest margin threshold whose val selection reaches ``target`` x Weaver's (labels of val only)."""
-    weaver_acc = selection(queries, teacher)
+    weaver_acc = accuracy(queries, weaver)
     for margin in (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.01):
         rule = CascadeRule(min_margin=margin, min_confidence=0.0)
-        scores, _ = cascade_scores(student, teacher, rule)
-        if selection(queries, scores) >= target * weaver_acc:
+        picks, _ = cascade_picks(student, weaver, rule)
+        if accuracy(queries, picks) >= target * weaver_acc:
             return rule
     return CascadeRule(min_margin=1.01, min_confidence=0.0)
 
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("--retention-target", type=float, default=0.95)
     parser.add_argument("--timing-queries", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per regime (smoke runs)")
     parser.add_argument("--log", type=Path, default=Path(".cache/bench-distill.json"))
     parser.add_argument("--plot", type=Path, default=Path(".cache/bench-distill.png"))
     args = parser.parse_args()
@@ -205,7 +210,7 @@ def main() -> None:
     offline_pool = [train_q[i] for i in rng.permutation(len(train_q))[: max(1, len(train_q) // args.epochs)]]
     pool_pairs = sum(len(q.candidates) for q in offline_pool)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-                         patience=0, stop_on_hacking=False, seed=args.seed)
+                         patience=0, stop_on_hacking=False, seed=args.seed, max_steps=args.max_steps)
     regimes: dict[str, Any] = {
         "offline": OfflineSource(offline_pool),
         "semi-online": SemiOnlineSource(train_q, pairs_per_epoch=pool_pairs),
@@ -223,28 +228,25 @@ def main() -> None:
         print(f"{name}: {r.steps} steps in {time.perf_counter() - start:.0f} s, exposure {r.source}, "
               f"restored step {r.best_step}; flags: {[f.kind + '@' + str(f.step) for f in r.detector.flags]}")
 
+    write_log(args.log, results, {"stage": "trained"})  # keep the curves even if a later stage fails
+
     # -- accuracy on held-out test queries ------------------------------------------------------
-    teacher_test = [q.teacher for q in test_q]
-    teacher_val = [q.teacher for q in val_q]
-    weaver_acc = selection(test_q, teacher_test)
-    majority = MajorityVoteAggregator()
-    test_scores = {q.id: s for q, s in zip(queries, sets, strict=True)}
-    majority_acc = float(np.mean([
-        s.candidates[majority.rank(test_scores[s.id]).selected].correct is True
-        for s in sets if s.id in test_ids
-    ]))
+    scores_by_id = {cs.id: q for q, cs in zip(queries, sets, strict=True)}
+    weaver_agg, majority = WeaverAggregator(weaver), MajorityVoteAggregator()
+    weaver_test = [weaver_agg.rank(scores_by_id[q.id]).selected for q in test_q]
+    weaver_val = [weaver_agg.rank(scores_by_id[q.id]).selected for q in val_q]
+    weaver_acc = accuracy(test_q, weaver_test)
+    majority_acc = accuracy(test_q, [majority.rank(scores_by_id[q.id]).selected for q in test_q])
     rows = [("full Weaver (teacher)", weaver_acc, 1.0, None), ("majority vote", majority_acc, None, None)]
     rules: dict[str, CascadeRule] = {}
-    fallback_rates: dict[str, float] = {}
     for name, student in students.items():
         probs = predict_queries(student, test_q)
-        acc = selection(test_q, probs)
+        acc = accuracy(test_q, argmax_picks(probs))
         rows.append((f"cross-encoder ({name})", acc, acc / weaver_acc, 0.0))
-        rule = choose_rule(predict_queries(student, val_q), teacher_val, val_q, args.retention_target)
+        rule = choose_rule(predict_queries(student, val_q), weaver_val, val_q, args.retention_target)
         rules[name] = rule
-        cascaded, rate = cascade_scores(probs, teacher_test, rule)
-        fallback_rates[name] = rate
-        cacc = selection(test_q, cascaded)
+        picks, rate = cascade_picks(probs, weaver_test, rule)
+        cacc = accuracy(test_q, picks)
         rows.append((f"cascade ({name}, margin<{rule.min_margin:g})", cacc, cacc / weaver_acc, rate))
 
     # -- wall time per request, measured now through one Worker -------------------------------------
