@@ -211,6 +211,10 @@ def _jsonable(value: Any) -> Any:
 
 register_serve_commands(app)
 
+from service.distill_cli import distill as _distill  # noqa: E402  (own module, registered here)
+
+app.command(name="distill")(_distill)
+
 
 def main() -> None:  # pragma: no cover - console entry
     app()

@@ -32,6 +32,10 @@ class AggregationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     weaver_model: str | None = None  # path to a fitted WeaverModel artifact (JSON)
     cold_start: Literal["mean", "majority"] = "mean"  # used by "weaver" until a model exists
+    # distilled cross-encoder (workers/distilled.py): its verifier name (default: the first of type cross_encoder)
+    cross_encoder: str | None = None
+    cascade_min_margin: float = Field(0.1, ge=0.0)  # cascade falls back to the ensemble below this top-two gap
+    cascade_min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # ... or below this top probability
 
 
 class CacheConfig(BaseModel):

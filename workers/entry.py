@@ -13,7 +13,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ from workers.verifiers import GroupItem, PairItem, Verifier, build_verifier
 log = logging.getLogger(__name__)
 
 RankFunction = Callable[[QueryScores], Ranking]
+# An aggregator's scoring plan: (requested verifier names, score one column by name) -> (names, columns)
+ScoringPlan = Callable[[list[str], Callable[[str], Awaitable["_Column"]]], Awaitable[tuple[list[str], list["_Column"]]]]
 
 
 class JobError(Exception):
@@ -88,6 +90,7 @@ class Worker:
         self._generator: Any = None
         self._weaver: WeaverModel | None = None
         self._extra_aggregators: dict[str, RankFunction] = {}
+        self._plans: dict[str, ScoringPlan] = {}
         self._started = False
 
     @classmethod
@@ -109,6 +112,9 @@ class Worker:
                 continue
             self._verifiers[spec.name] = verifier
             self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=spec.max_concurrency)
+        from workers.distilled import install as install_distilled
+
+        install_distilled(self)  # cross_encoder / cascade aggregators when a cross-encoder verifier loaded
         path = self.config.aggregation.weaver_model
         if path:
             try:
@@ -191,9 +197,22 @@ class Worker:
 
         self._weaver = replace(self._weaver, by_task={**self._weaver.by_task, task: model})
 
-    def register_aggregator(self, name: str, rank: RankFunction) -> None:
-        """Plug in an aggregator (e.g. the distilled ``cross_encoder`` or a ``cascade``)."""
+    def register_aggregator(self, name: str, rank: RankFunction, plan: ScoringPlan | None = None) -> None:
+        """Plug in an aggregator (e.g. the distilled ``cross_encoder`` or a ``cascade``).
+
+        ``plan`` (optional) chooses which verifier columns to score, possibly in stages; by default
+        every requested verifier is scored concurrently.
+        """
         self._extra_aggregators[name] = rank
+        if plan is not None:
+            self._plans[name] = plan
+
+    @property
+    def weaver_model(self) -> WeaverModel | None:
+        return self._weaver
+
+    def cold_start_rank(self, query: QueryScores) -> Ranking:
+        return self._cold(self.config.aggregation.cold_start, query)
 
     # -- the job --------------------------------------------------------------------------------
     async def run(self, job: Job) -> JobResult:
@@ -208,7 +227,11 @@ class Worker:
             candidates = await self._candidates(job)
             timings["generation"] = time.perf_counter() - t
             t = time.perf_counter()
-            columns = await asyncio.gather(*(self._score_column(name, job, candidates.texts) for name in names))
+            plan = self._plans.get(job.aggregator)
+            if plan is not None:
+                names, columns = await plan(names, lambda name: self._score_column(name, job, candidates.texts))
+            else:
+                columns = await asyncio.gather(*(self._score_column(name, job, candidates.texts) for name in names))
             timings["verification"] = time.perf_counter() - t
             t = time.perf_counter()
             result = self._aggregate(job, names, candidates, list(columns))
@@ -304,7 +327,8 @@ class Worker:
         """(ranking, note, the Weaver model used or None)."""
         name = job.aggregator
         if name in self._extra_aggregators:
-            return self._extra_aggregators[name](query), "", None
+            ranking = self._extra_aggregators[name](query)
+            return ranking, ranking.note, None
         if name == "weaver":
             model = self._weaver.for_task(job.task) if self._weaver is not None else None
             if model is None:

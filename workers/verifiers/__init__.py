@@ -15,13 +15,15 @@ def _builtin_types() -> dict[str, VerifierFactory]:
     # imported lazily so that configuring a worker does not import torch or httpx until needed
     from workers.verifiers.answer_agreement import AnswerAgreementVerifier
     from workers.verifiers.code_tests import CodeTestsVerifier
+    from workers.verifiers.cross_encoder import CrossEncoderVerifier
     from workers.verifiers.embedding_consistency import EmbeddingConsistencyVerifier
     from workers.verifiers.lm_judge import LMJudgeVerifier
     from workers.verifiers.math_check import MathCheckVerifier
     from workers.verifiers.remote import RemoteVerifier
     from workers.verifiers.reward_model import RewardModelVerifier
 
-    return {cls.kind: cls for cls in (AnswerAgreementVerifier, CodeTestsVerifier, EmbeddingConsistencyVerifier,
+    return {cls.kind: cls for cls in (AnswerAgreementVerifier, CodeTestsVerifier, CrossEncoderVerifier,
+                                      EmbeddingConsistencyVerifier,
                                       LMJudgeVerifier, MathCheckVerifier, RemoteVerifier, RewardModelVerifier)}
 
 

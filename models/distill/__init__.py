@@ -1,0 +1,5 @@
+"""Distilling the Weaver ensemble into a cross-encoder (query, candidate) -> P(correct).
+
+Training side only: datasets and query-grouped splits, the student model, the data regimes, the
+monitor with its teacher-hacking detector, and the trainer. Serving lives in ``workers``.
+"""
