@@ -41,14 +41,10 @@ def main() -> None:
             agg.rank(query)
         score_times.append((time.perf_counter() - start) / n)
     print(f"{'operation':<44} {'median':>12} {'best':>12} {'goal':>10}")
-    print(
-        f"{'fit 50,000 candidates x 35 verifiers':<44} {statistics.median(fit_times):>10.3f} s "
-        f"{min(fit_times):>10.3f} s {'< 1 s':>10}"
-    )
-    print(
-        f"{'score+rank 100 candidates x 35 verifiers':<44} {1e3 * statistics.median(score_times):>9.4f} ms "
-        f"{1e3 * min(score_times):>9.4f} ms {'< 0.2 ms':>10}"
-    )
+    print(f"{'fit 50,000 candidates x 35 verifiers':<44} {statistics.median(fit_times):>10.3f} s "
+          f"{min(fit_times):>10.3f} s {'< 1 s':>10}")
+    print(f"{'score+rank 100 candidates x 35 verifiers':<44} {1e3 * statistics.median(score_times):>9.4f} ms "
+          f"{1e3 * min(score_times):>9.4f} ms {'< 0.2 ms':>10}")
     print(f"(EM iterations: {model.report.iterations}, converged: {model.report.converged})")
 
 

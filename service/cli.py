@@ -124,12 +124,10 @@ def fit(
     model.save(output)
     rep = model.report
     typer.echo(f"scores: {source}")
-    typer.echo(
-        f"fitted {rep.n_kept}/{rep.n_verifiers} verifiers on {rep.n_queries} queries "
-        f"({rep.n_candidates} candidates): class balance {rep.class_balance:.3f}, "
-        f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
-        f"{rep.fit_seconds:.3f} s"
-    )
+    typer.echo(f"fitted {rep.n_kept}/{rep.n_verifiers} verifiers on {rep.n_queries} queries "
+               f"({rep.n_candidates} candidates): class balance {rep.class_balance:.3f}, "
+               f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
+               f"{rep.fit_seconds:.3f} s")
     for warning in rep.warnings:
         typer.echo(f"warning: {warning}")
     typer.echo(f"wrote {output} (version {model.version}, {len(model.by_task)} task models)")
@@ -138,13 +136,9 @@ def fit(
 @app.command(name="eval")
 def evaluate_cmd(
     file: Annotated[Path, typer.Argument(help="Labelled candidate sets (JSON Lines)")],
-    verifiers: Annotated[
-        str | None,
-        typer.Option(
-            help="Verifiers to run: a profile (e.g. cpu-default) or comma-separated names. "
-            "Default: the file's precomputed scores, else answer agreement"
-        ),
-    ] = None,
+    verifiers: Annotated[str | None, typer.Option(
+        help="Verifiers to run: a profile (e.g. cpu-default) or comma-separated names. "
+             "Default: the file's precomputed scores, else answer agreement")] = None,
     model: Annotated[Path | None, typer.Option(help="Score with this fitted model instead of fitting")] = None,
     cache: Annotated[Path | None, typer.Option(help="Score cache file (default: .cache/scores-<file>.jsonl)")] = None,
     folds: Annotated[int, typer.Option(help="Folds for cross-fitted Weaver and supervised LR")] = 5,
@@ -171,58 +165,27 @@ def evaluate_cmd(
         typer.echo(json.dumps(_jsonable(asdict(report)), indent=2))
         return
     out = Console()
-    out.print(
-        f"[bold]{file}[/]: {report.n_queries} queries, {report.n_candidates} candidates, "
-        f"{report.n_labelled_queries} labelled; scores: {source}"
-    )
+    out.print(f"[bold]{file}[/]: {report.n_queries} queries, {report.n_candidates} candidates, "
+              f"{report.n_labelled_queries} labelled; scores: {source}")
     table = Table(title="Selection accuracy (%) with bootstrap 95% CI over queries")
     for col in ("aggregator", "labels", "accuracy", "95% CI", "AUROC", "ECE", "note"):
         table.add_column(col, justify="left" if col in ("aggregator", "note") else "right")
     for row in report.rows:
-        table.add_row(
-            row.name,
-            "yes" if row.uses_labels else "no",
-            _fmt(row.accuracy.mean, True),
-            f"{_fmt(row.accuracy.low, True)}-{_fmt(row.accuracy.high, True)}",
-            _fmt(row.auroc),
-            _fmt(row.ece),
-            row.note,
-        )
+        table.add_row(row.name, "yes" if row.uses_labels else "no", _fmt(row.accuracy.mean, True),
+                      f"{_fmt(row.accuracy.low, True)}-{_fmt(row.accuracy.high, True)}",
+                      _fmt(row.auroc), _fmt(row.ece), row.note)
     out.print(table)
-    vt = Table(
-        title=f"Verifiers: Weaver estimates (no labels) vs truth (labels); model {report.weaver_version}, "
-        f"{'converged' if report.weaver_converged else 'NOT converged'} in {report.weaver_iterations} "
-        f"iterations; class balance est. {report.class_balance_estimated:.3f} / true "
-        f"{report.class_balance_true:.3f}"
-    )
-    for col in (
-        "verifier",
-        "kept",
-        "thr",
-        "pos rate",
-        "est acc",
-        "true acc",
-        "est TPR",
-        "true TPR",
-        "est FPR",
-        "true FPR",
-        "AUROC",
-    ):
+    vt = Table(title=f"Verifiers: Weaver estimates (no labels) vs truth (labels); model {report.weaver_version}, "
+               f"{'converged' if report.weaver_converged else 'NOT converged'} in {report.weaver_iterations} "
+               f"iterations; class balance est. {report.class_balance_estimated:.3f} / true "
+               f"{report.class_balance_true:.3f}")
+    for col in ("verifier", "kept", "thr", "pos rate", "est acc", "true acc", "est TPR", "true TPR",
+                "est FPR", "true FPR", "AUROC"):
         vt.add_column(col, justify="left" if col == "verifier" else "right")
     for r in report.verifier_rows:
-        vt.add_row(
-            r.name,
-            "yes" if r.kept else f"no ({r.reason})",
-            _fmt(r.threshold),
-            _fmt(r.positive_rate),
-            _fmt(r.est_accuracy),
-            _fmt(r.true_accuracy),
-            _fmt(r.est_tpr),
-            _fmt(r.true_tpr),
-            _fmt(r.est_fpr),
-            _fmt(r.true_fpr),
-            _fmt(r.auroc),
-        )
+        vt.add_row(r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.threshold), _fmt(r.positive_rate),
+                   _fmt(r.est_accuracy), _fmt(r.true_accuracy), _fmt(r.est_tpr), _fmt(r.true_tpr),
+                   _fmt(r.est_fpr), _fmt(r.true_fpr), _fmt(r.auroc))
     out.print(vt)
     for warning in report.weaver_warnings:
         out.print(f"[yellow]warning:[/] {warning}")

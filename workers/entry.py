@@ -117,7 +117,7 @@ class Worker:
                 self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
         if self.config.generation is not None:
             try:
-                from workers.generation import build_backend  # type: ignore[attr-defined]
+                from workers.generation import build_backend
 
                 self._generator = build_backend(dict(self.config.generation))
                 await self._generator.start()

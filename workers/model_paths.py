@@ -46,6 +46,6 @@ def load_causal_lm(path: str, device: str = "cpu", dtype: str = "float32") -> tu
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
+    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
     model.to(device).eval()
     return model, tokenizer

@@ -39,13 +39,13 @@ def base_url() -> Iterator[str]:
     thread.join(60)
 
 
-def check_diagnostics(verification: dict, n: int) -> None:
+def check_diagnostics(verification: dict, n: int, must_score: bool = True) -> None:
     assert verification["verifiers"], "no verifier diagnostics"
     for diag in verification["verifiers"]:
         assert len(diag["raw"]) == n and len(diag["normalized"]) == n and len(diag["vote"]) == n, diag
         assert diag["latency_s"] >= 0 and diag["name"] and diag["version"]
-        if diag["error"] is None:
-            assert any(v is not None for v in diag["raw"]), diag  # a verifier without error scored something
+        if must_score and diag["error"] is None:  # inputs every verifier can score (numeric answers)
+            assert any(v is not None for v in diag["raw"]), diag
     assert 0 <= verification["selected_index"] < n
     confidence = verification["confidence"]
     if confidence is None:  # the default config has no fitted Weaver model: a cold start, said so
@@ -71,8 +71,11 @@ def test_chat_with_the_openai_client(base_url: str) -> None:
     assert completion.choices[0].message.role == "assistant"
     assert isinstance(completion.choices[0].message.content, str)
     verification = completion.model_extra["verification"]
-    check_diagnostics(verification, 2)
-    names = {d["name"] for d in verification["verifiers"]}
+    check_diagnostics(verification, 2, must_score=False)  # a sampled answer may carry no number to check
+    by_name = {d["name"]: d for d in verification["verifiers"]}
+    for model_based in ("embedding_consistency", "lm_judge"):  # these score any text
+        assert by_name[model_based]["error"] is None and None not in by_name[model_based]["raw"], by_name[model_based]
+    names = set(by_name)
     assert names == {"answer_agreement", "math_check", "embedding_consistency", "lm_judge"}  # the default profile
     candidates = sorted(verification["candidates"], key=lambda c: c["rank"])
     assert len(candidates) == 2 and [c["rank"] for c in candidates] == [0, 1]
@@ -102,7 +105,7 @@ def test_streaming_with_the_openai_client(base_url: str) -> None:
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1 and finals[0].choices[0].finish_reason in ("stop", "length")
     verification = finals[0].model_extra["verification"]
-    check_diagnostics(verification, 2)
+    check_diagnostics(verification, 2, must_score=False)  # a colour has no answer to agree on: abstentions
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert text.strip(), "streamed no content"
 
@@ -157,5 +160,5 @@ def test_rerank_over_http(base_url: str) -> None:
     metrics = httpx.get(f"{base_url}/metrics").text
     assert 'weaver_requests_total{aggregator="weaver",endpoint="rerank",status="200"}' in metrics
     assert "weaver_verifier_duration_seconds_bucket" in metrics
-    assert 'weaver_verifier_items_total{verifier="lm_judge",worker="cpu-worker"}' in metrics
+    assert 'weaver_verifier_items_total{verifier="lm_judge",worker="cpu-worker' in metrics
     assert httpx.get(f"{base_url}/readyz").json()["ready"] is True

@@ -142,3 +142,17 @@ async def test_shutdown_hands_back_unfinished_jobs(queue: RedisJobQueue, prefix:
     async with running(RedisWorkerLoop(fast, REDIS_URL, prefix=prefix, block_ms=100)):
         result = await asyncio.wait_for(submitted, 10)
     assert result.status == "ok" and fast.runs == slow.runs
+
+
+async def test_a_running_job_keeps_its_lease_and_is_not_stolen(queue: RedisJobQueue, prefix: str) -> None:
+    """A job that runs longer than the visibility timeout is not reclaimed while its worker is alive."""
+    slow, other = FakeWorker(delay_s=1.5), FakeWorker()
+    first = RedisWorkerLoop(slow, REDIS_URL, prefix=prefix, visibility_timeout_s=0.5, block_ms=100)
+    second = RedisWorkerLoop(other, REDIS_URL, prefix=prefix, visibility_timeout_s=0.5, block_ms=100)
+    async with running(first):
+        submitted = asyncio.create_task(queue.submit(rerank_job(deadline_s=10)))
+        while not slow.runs:
+            await asyncio.sleep(0.02)
+        async with running(second):  # polls XAUTOCLAIM every 0.25 s with a 0.5 s idle threshold
+            result = await asyncio.wait_for(submitted, 10)
+    assert result.status == "ok" and other.runs == [] and len(slow.runs) == 1

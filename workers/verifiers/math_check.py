@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.answers import extract_answer
-from workers.verifiers.base import Item, PairItem, Score, Verifier
+from workers.verifiers.base import Item, PairItem, Score, Scored, Verifier
 from workers.verifiers.safe_arith import ArithmeticError_, close, evaluate, parse_number
 
 _ANNOTATION = re.compile(r"<<([^<>=]{1,200})=([^<>]{1,60})>>")
@@ -101,5 +101,5 @@ class MathCheckVerifier(Verifier):
     def version_params(self) -> dict[str, object]:
         return {"rules": 2}
 
-    def score_sync(self, items: Sequence[Item]) -> list[Score]:
+    def score_sync(self, items: Sequence[Item]) -> list[Score | Scored]:
         return [consistency_score(item.candidate, item.prompt) for item in items if isinstance(item, PairItem)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -132,6 +132,3 @@ class ChatCompletionChunk(BaseModel):
             choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
         return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
-
-def extra_fields(request: ChatCompletionRequest) -> dict[str, Any]:
-    return dict(request.model_extra or {})
