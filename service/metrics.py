@@ -77,6 +77,22 @@ AGGREGATOR_INFO = Gauge(
 )
 
 
+WORKER_SLOTS = Gauge(
+    "weaver_worker_slots", "Job slots behind the queue: live workers x per-worker concurrency", multiprocess_mode="max"
+)
+WORKER_BUSY_SLOTS = Gauge(
+    "weaver_worker_busy_slots", "Job slots in use (jobs running, at most the slots)", multiprocess_mode="max"
+)
+
+
+def observe_capacity(stats: QueueStats, concurrency: int) -> None:
+    """Worker saturation from the queue's view: running jobs = min(depth, slots), since a free slot takes the
+    next pending job at once. Busy/slots near 1 with a growing queue means: add (GPU) workers."""
+    slots = stats.workers * concurrency
+    WORKER_SLOTS.set(slots)
+    WORKER_BUSY_SLOTS.set(min(stats.depth, slots))
+
+
 WORKER_STAT_COUNTERS = {
     "items": ("weaver_verifier_items_total", "Candidates (or groups) submitted to a verifier's batcher"),
     "cache_hits": ("weaver_verifier_cache_hits_total", "Scores served from the score cache"),
@@ -122,22 +138,6 @@ REGISTRY.register(WORKER_STATS)  # type: ignore[arg-type]
 
 def observe_workers(catalog: Catalog) -> None:
     WORKER_STATS.snapshot = catalog.worker_verifiers
-
-
-WORKER_SLOTS = Gauge(
-    "weaver_worker_slots", "Job slots behind the queue: live workers x per-worker concurrency", multiprocess_mode="max"
-)
-WORKER_BUSY_SLOTS = Gauge(
-    "weaver_worker_busy_slots", "Job slots in use (jobs running, at most the slots)", multiprocess_mode="max"
-)
-
-
-def observe_capacity(stats: QueueStats, concurrency: int) -> None:
-    """Worker saturation from the queue's view: running jobs = min(depth, slots), since a free slot takes the
-    next pending job at once. Busy/slots near 1 with a growing queue means: add (GPU) workers."""
-    slots = stats.workers * concurrency
-    WORKER_SLOTS.set(slots)
-    WORKER_BUSY_SLOTS.set(min(stats.depth, slots))
 
 
 def _finite(value: float | None) -> bool:

@@ -242,7 +242,9 @@ def test_kubernetes_cpu_worker_config_is_the_embedded_default() -> None:
     from workers.config import DEFAULT_CONFIG_PATH
 
     copy_ = yaml.safe_load((K8S / "base" / "config" / "worker-cpu.yaml").read_text())
-    assert copy_ == yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    assert copy_ == yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()), (
+        "workers/default_config.yaml changed: copy it to deploy/k8s/base/config/worker-cpu.yaml"
+    )
 
 
 def test_gateway_config_loads_with_the_service_settings() -> None:

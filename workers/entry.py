@@ -31,7 +31,7 @@ from models.aggregators import (
 from models.answers import extract_answer
 from models.normalization import Normalizer
 from models.weaver import WeaverModel
-from workers.batching import BatcherStats, Outcome, VerifierBatcher
+from workers.batching import Outcome, VerifierBatcher
 from workers.cache import ScoreCache, build_cache
 from workers.config import WorkerConfig
 from workers.contract import (
@@ -155,10 +155,6 @@ class Worker:
         self._started = False
 
     # -- introspection ------------------------------------------------------------------------
-    def batcher_stats(self) -> dict[str, BatcherStats]:
-        """Live per-verifier batching and cache counters (read by workers.telemetry at scrape time)."""
-        return {name: batcher.stats for name, batcher in self._batchers.items()}
-
     def describe_verifiers(self) -> list[dict[str, Any]]:
         out = []
         accuracy = self._weaver.accuracy() if self._weaver is not None else None

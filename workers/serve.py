@@ -38,9 +38,6 @@ async def start_worker(config_path: Path | None) -> Any:
 
     worker = Worker.from_config(load_worker_config(config_path))
     await worker.start()
-    from workers.telemetry import track_worker
-
-    track_worker(worker)  # batch-size and score-cache counters on /metrics
     if not worker.ready():
         log.warning("worker not ready: %s", worker.readiness_errors())
     return worker
