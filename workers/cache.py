@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from workers.verifiers.base import GroupItem, Item, Score, Verifier, stable_hash
@@ -28,7 +29,10 @@ def score_cache_key(verifier: Verifier, item: Item) -> str:
 
 
 def _encode(value: Score) -> str:
-    return json.dumps(value if isinstance(value, list) else float(value))
+    """JSON with NaN as null (abstentions are cached too)."""
+    if isinstance(value, list):
+        return json.dumps([None if math.isnan(v) else v for v in value])
+    return json.dumps(None if math.isnan(value) else float(value))
 
 
 def _decode(raw: str | bytes) -> Score:
@@ -116,3 +120,42 @@ def build_cache(memory_size: int, redis_url: str | None = None, redis_prefix: st
     if redis_url:
         return RedisScoreCache(redis_url, redis_prefix, redis_ttl_s)
     return MemoryScoreCache(memory_size) if memory_size > 0 else None
+
+
+class JsonlScoreCache(ScoreCache):
+    """An append-only JSON Lines file of ``{"key", "value"}`` rows, for offline scoring reruns.
+
+    Every finished batch is appended and flushed, so an interrupted run resumes where it stopped.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._data: dict[str, Score] = {}
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as handle:
+                for line in handle:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        row = json.loads(line)
+                        self._data[row["key"]] = _decode(json.dumps(row["value"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line from an interrupted run
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Score]:
+        return {k: self._data[k] for k in keys if k in self._data}
+
+    async def set_many(self, values: Mapping[str, Score]) -> None:
+        for key, value in values.items():
+            self._data[key] = value
+            self._handle.write(json.dumps({"key": key, "value": json.loads(_encode(value))}) + "\n")
+        self._handle.flush()
+
+    async def close(self) -> None:
+        self._handle.close()

@@ -122,7 +122,7 @@ class Worker:
                 self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
         if self.config.generation is not None:
             try:
-                from workers.generation import build_backend  # type: ignore[attr-defined]
+                from workers.generation import build_backend
 
                 self._generator = build_backend(dict(self.config.generation))
                 await self._generator.start()
@@ -387,7 +387,7 @@ class Worker:
                 kept = bool(model.kept[k])
             else:
                 norm = normalized[:, j] if model is None else np.full(matrix.shape[0], np.nan)
-                votes = [None if math.isnan(v) else int(v >= 0.5) for v in norm]
+                votes = _cold_votes(norm)
                 est = None
                 kept = aggregator == "mean" and model is None
             out.append(VerifierDiagnostics(
@@ -396,6 +396,15 @@ class Worker:
                 normalized=[_finite(v) for v in norm], vote=votes, estimated_accuracy=est, kept=kept,
                 latency_s=column.latency_s, error=column.error, notes=column.notes))
         return out
+
+
+def _cold_votes(column: np.ndarray) -> list[int | None]:
+    """Without a fitted model: split the request's scores at their midrange; a constant column abstains."""
+    finite = column[np.isfinite(column)]
+    if finite.size == 0 or float(finite.max() - finite.min()) <= 1e-12:
+        return [None] * len(column)
+    middle = (float(finite.max()) + float(finite.min())) / 2
+    return [None if not math.isfinite(v) else int(v > middle) for v in column]
 
 
 def _finite(value: Any) -> float | None:

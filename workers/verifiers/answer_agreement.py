@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from models.answers import agreement_shares, extract_answer
-from workers.verifiers.base import GroupItem, Item, Score, Verifier
+from workers.verifiers.base import GroupItem, Item, Score, Scored, Verifier
 
 
 class AnswerAgreementVerifier(Verifier):
@@ -18,8 +18,8 @@ class AnswerAgreementVerifier(Verifier):
     def version_params(self) -> dict[str, object]:
         return {"shares": "siblings"}
 
-    def score_sync(self, items: Sequence[Item]) -> list[Score]:
-        out: list[Score] = []
+    def score_sync(self, items: Sequence[Item]) -> list[Score | Scored]:
+        out: list[Score | Scored] = []
         for item in items:
             assert isinstance(item, GroupItem)
             out.append(agreement_shares([extract_answer(c) for c in item.candidates]))

@@ -32,10 +32,11 @@ class CodeTestsVerifier(Verifier):
     default_max_wait_ms = 2.0
     default_timeout_s = 120.0
 
-    def __init__(self, name: str, timeout_s: float = 5.0, memory_mb: int = 256, parallelism: int = 2,
+    def __init__(self, name: str, test_timeout_s: float = 5.0, memory_mb: int = 256, parallelism: int = 2,
                  max_tests: int = 50, **batching: Any) -> None:
         super().__init__(name, **batching)
-        self.limits = SandboxLimits(timeout_s=timeout_s, cpu_s=max(1, math.ceil(timeout_s)), memory_mb=memory_mb)
+        self.limits = SandboxLimits(timeout_s=test_timeout_s, cpu_s=max(1, math.ceil(test_timeout_s)),
+                                    memory_mb=memory_mb)
         self.parallelism = parallelism
         self.max_tests = max_tests
 

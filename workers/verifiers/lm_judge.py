@@ -2,9 +2,9 @@
 
 score = P(yes) / (P(yes) + P(no)) for the judge's next token, where P(yes) sums the probabilities
 of the configured "yes" spellings (first token of each) and likewise for "no". Two backends:
-``transformers`` (a local model; batched forward passes, left padding, explicit position ids so a
-score does not depend on what it was batched with) and ``openai`` (any OpenAI-compatible / vLLM
-server's chat completions with ``logprobs``).
+``transformers`` (a local model; batched forward passes that share each prompt's KV cache among its
+candidates, explicit position ids so a score does not depend on what it was batched with) and
+``openai`` (any OpenAI-compatible / vLLM server's chat completions with ``logprobs``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from workers.verifiers.judge_prompt import (
     render_judge_messages,
     yes_probability,
 )
+
+_SENTINEL = "\u2063WEAVER-CANDIDATE\u2063"
 
 
 class LMJudgeVerifier(Verifier):
@@ -96,31 +98,68 @@ class LMJudgeVerifier(Verifier):
             return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return "\n\n".join(m["content"] for m in messages) + "\nAnswer:"
 
-    def score_sync(self, items: Sequence[Item]) -> list[Score | Scored]:
-        import torch
+    def _split(self, item: PairItem) -> tuple[str, str]:
+        """(shared prefix, candidate-specific rest) of the rendered judge prompt."""
+        text = self._render(item)
+        probe = self._render(PairItem(item.prompt, _SENTINEL, item.context))
+        cut = probe.find(_SENTINEL)
+        if cut < 0 or text[:cut] != probe[:cut]:
+            return "", text
+        return text[:cut], text[cut:]
 
+    def score_sync(self, items: Sequence[Item]) -> list[Score | Scored]:
+        """Siblings share their prompt: its KV cache is computed once per group and reused for every
+        candidate (system prompt + problem are ~half the tokens of a judge call)."""
         if self._model is None:
             self.load()
-        texts = [self._render(item) for item in items if isinstance(item, PairItem)]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share padding
-        scores = [math.nan] * len(texts)
-        yes_ids = torch.tensor(self._yes_ids)
-        no_ids = torch.tensor(self._no_ids)
-        for start in range(0, len(order), self.forward_batch_size):
-            chunk = order[start: start + self.forward_batch_size]
-            enc = self._tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, truncation=True,
-                                  max_length=self.max_length, add_special_tokens=False).to(self.device)
-            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                logits = self._model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                     position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            p_yes = torch.logsumexp(logp[:, yes_ids], dim=-1)
-            p_no = torch.logsumexp(logp[:, no_ids], dim=-1)
-            prob = torch.sigmoid(p_yes - p_no)  # = P(yes) / (P(yes) + P(no))
-            for i, value in zip(chunk, prob.tolist(), strict=True):
-                scores[i] = float(value)
+        pairs = [item for item in items if isinstance(item, PairItem)]
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for index, item in enumerate(pairs):
+            prefix, rest = self._split(item)
+            groups.setdefault(prefix, []).append((index, rest))
+        scores = [math.nan] * len(pairs)
+        for prefix, members in groups.items():
+            members.sort(key=lambda m: len(m[1]))  # similar lengths share padding
+            for start in range(0, len(members), self.forward_batch_size):
+                chunk = members[start: start + self.forward_batch_size]
+                for (index, _), value in zip(chunk, self._judge_chunk(prefix, [r for _, r in chunk]), strict=True):
+                    scores[index] = value
         return list(scores)
+
+    def _judge_chunk(self, prefix: str, rests: list[str]) -> list[float]:
+        import copy
+
+        import torch
+
+        tok = self._tokenizer
+        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        budget = max(8, self.max_length - len(prefix_ids))
+        tok.padding_side = "right"
+        try:
+            enc = tok(rests, return_tensors="pt", padding=True, truncation=True, max_length=budget,
+                      add_special_tokens=False)
+        finally:
+            tok.padding_side = "left"
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        batch, offset = ids.shape[0], len(prefix_ids)
+        decoder = self._model.get_decoder()
+        with torch.inference_mode():
+            cache = None
+            if prefix_ids:
+                prefix_tensor = torch.tensor([prefix_ids], device=self.device)
+                cache = decoder(input_ids=prefix_tensor, use_cache=True).past_key_values
+                cache = copy.deepcopy(cache)
+                cache.batch_repeat_interleave(batch)
+            full_mask = torch.cat([torch.ones(batch, offset, dtype=mask.dtype, device=self.device), mask], dim=1)
+            positions = (offset + torch.arange(ids.shape[1], device=self.device)).unsqueeze(0).expand(batch, -1)
+            hidden = decoder(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+                             use_cache=cache is not None).last_hidden_state
+            last = mask.sum(dim=1) - 1
+            logits = self._model.get_output_embeddings()(hidden[torch.arange(batch), last]).float()
+        logp = torch.log_softmax(logits, dim=-1)
+        p_yes = torch.logsumexp(logp[:, torch.tensor(self._yes_ids)], dim=-1)
+        p_no = torch.logsumexp(logp[:, torch.tensor(self._no_ids)], dim=-1)
+        return [float(v) for v in torch.sigmoid(p_yes - p_no).tolist()]  # = P(yes) / (P(yes) + P(no))
 
     # -- OpenAI-compatible backend ------------------------------------------------------------
     async def score(self, items: Sequence[Item], executor: Executor | None = None) -> list[Score | Scored]:

@@ -2,7 +2,8 @@
 
 Protocols:
 - ``vllm_score``: vLLM ``POST /score`` (cross-encoder / reward scoring), pairwise lists;
-- ``vllm_classify``: vLLM ``POST /classify``; the score is ``probs[label_index]``;
+- ``vllm_classify``: vLLM ``POST /classify``; the score is ``probs[label_index]`` (default the last
+  label: the positive class of a binary classifier);
 - ``vllm_pooling``: vLLM ``POST /pooling`` (reward heads); the score is the first pooled value;
 - ``tei_rerank``: Hugging Face TEI ``POST /rerank`` (one query, many texts; raw scores);
 - ``openai_judge``: an OpenAI-compatible chat server asked the yes/no judge question (logprobs).
@@ -38,7 +39,7 @@ class RemoteVerifier(Verifier):
 
     def __init__(self, name: str, base_url: str, protocol: Protocol = "vllm_score", model: str | None = None,
                  api_key_env: str | None = None, request_timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 0.2, label_index: int = 0, separator: str = "\n\n", **extra: Any) -> None:
+                 backoff_s: float = 0.2, label_index: int = -1, separator: str = "\n\n", **extra: Any) -> None:
         batching = {k: extra.pop(k) for k in ("max_batch_size", "max_wait_ms", "timeout_s") if k in extra}
         super().__init__(name, **batching)
         self.base_url, self.protocol, self.model = base_url.rstrip("/"), protocol, model

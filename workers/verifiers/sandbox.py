@@ -167,14 +167,18 @@ def _descendants(root: int) -> list[int]:
 
 
 def run_python(source: str, stdin: str = "", limits: SandboxLimits | None = None,
-               max_output_bytes: int = 1 << 20) -> SandboxResult:
-    """Run ``source`` as a program in the sandbox; never raises for anything the program does."""
+               max_output_bytes: int = 1 << 20, audit_hook: bool = True) -> SandboxResult:
+    """Run ``source`` as a program in the sandbox; never raises for anything the program does.
+
+    ``audit_hook=False`` leaves only the OS layers (used by tests to check that those hold alone).
+    """
     limits = limits or SandboxLimits()
     workdir = tempfile.mkdtemp(prefix="weaver-sandbox-")
     try:
         Path(workdir, "candidate.py").write_text(source, encoding="utf-8")
         Path(workdir, "harness.py").write_text(_HARNESS, encoding="utf-8")
-        command = [*_launcher(limits), sys.executable, "-I", "-S", "harness.py"]
+        entry = "harness.py" if audit_hook else "candidate.py"
+        command = [*_launcher(limits), sys.executable, "-I", "-S", entry]
         if "setpriv" in command:
             os.chown(workdir, NOBODY_UID, NOBODY_UID)
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
