@@ -330,7 +330,8 @@ class Worker:
             ranking = self._extra_aggregators[name](query)
             return ranking, ranking.note, None
         if name == "weaver":
-            model = self._weaver.for_task(job.task) if self._weaver is not None else None
+            root = self._weaver  # read the reference once: a concurrent swap must not mix two versions
+            model = root.for_task(job.task) if root is not None else None
             if model is None:
                 cold = self.config.aggregation.cold_start
                 return self._cold(cold, query), f"cold start: no Weaver model fitted yet; used {cold}", None
@@ -340,7 +341,7 @@ class Worker:
                 cold = self.config.aggregation.cold_start
                 return (self._cold(cold, query),
                         f"the Weaver model {model.version} keeps none of these verifiers; used {cold}", None)
-            ranking = WeaverAggregator(self._weaver).rank(query)  # type: ignore[arg-type]
+            ranking = WeaverAggregator(model).rank(query)
             return ranking, ranking.note, model
         return self._cold(name, query), "", None
 
