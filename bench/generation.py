@@ -5,7 +5,7 @@
 Model: the embedded SmolLM2-135M-Instruct (converted once to safetensors; the load time printed is the
 cached reload). Modes, each on a warm model, best of ``--repeats``:
   one request, n=N           the N samples share the prompt (transformers: one batch; vLLM: one prefill)
-  N concurrent requests      N requests with n=1 at once (transformers coalesces them into a batch)
+  N concurrent requests      N unseeded requests with n=1 at once (transformers coalesces them into a batch)
   N sequential requests      one after another, n=1 each
 Tokens/s counts the completion tokens the backend reports (real counts; EOS can end a sample early).
 vLLM needs the [vllm] extra; the script must run as __main__ (the engine spawns its core process).
@@ -50,14 +50,15 @@ async def bench_backend(kind: str, n: int, max_tokens: int, repeats: int) -> lis
     load = time.perf_counter() - start
     rows = [(kind, "start (load model / engine)", f"{load:.2f}", "", "", "")]
 
-    def params(seed: int) -> SamplingParams:
+    def params(seed: int | None) -> SamplingParams:
         return SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=seed)
 
     await backend.generate(PROMPT, 2, params(0))  # warm-up
     modes = {
         f"one request, n={n}": lambda: backend.generate(PROMPT, n, params(1)),
-        f"{n} concurrent requests, n=1": lambda: asyncio.gather(
-            *(backend.generate(PROMPT, 1, params(100 + i)) for i in range(n))),
+        # unseeded: the transformers backend runs a seeded request alone, unseeded ones share a batch
+        f"{n} concurrent requests, n=1, no seed": lambda: asyncio.gather(
+            *(backend.generate(PROMPT, 1, params(None)) for _ in range(n))),
         f"{n} sequential requests, n=1": lambda: sequential(backend, n, params),
     }
     for mode, make in modes.items():
@@ -71,6 +72,7 @@ async def bench_backend(kind: str, n: int, max_tokens: int, repeats: int) -> lis
         returned = sum(o.returned for o in outputs)
         tokens = sum(c.completion_tokens for o in outputs for c in o.candidates)
         rows.append((kind, mode, f"{wall:.2f}", str(returned), str(tokens), f"{tokens / wall:.1f}"))
+        print(f"  measured: {' | '.join(rows[-1])}", file=sys.stderr, flush=True)
     await backend.close()
     return rows
 

@@ -22,6 +22,8 @@ def test_conversion_is_cached_by_file_identity(smollm2_cache: ResolvedModel) -> 
     assert (smollm2_cache.path / "model.safetensors").is_file() and (smollm2_cache.path / "tokenizer.json").is_file()
     again = resolve_model("smollm2-135m-instruct", cache_dir=smollm2_cache.path.parent.parent)
     assert again.path == smollm2_cache.path and not again.converted
+    by_path = resolve_model(str(smollm2_cache.gguf), cache_dir=smollm2_cache.path.parent.parent)
+    assert by_path.path == smollm2_cache.path and not by_path.converted  # alias and file path share one copy
 
 
 async def test_transformers_backend_reloads_smollm2_from_the_cache(smollm2_cache: ResolvedModel) -> None:

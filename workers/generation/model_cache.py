@@ -73,7 +73,8 @@ def resolve_model(model: str, *, gguf_file: str | None = None, cache_dir: str | 
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf}")
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    target = root / _safe_name(name) / gguf_cache_key(gguf, root / _safe_name(name))
+    folder = root / _safe_name(gguf.stem)  # by file name, so an alias and a path to the same GGUF share one copy
+    target = folder / gguf_cache_key(gguf, folder)
     converted = ensure_converted(gguf, target)
     return ResolvedModel(path=target, name=name, gguf=gguf, converted=converted)
 

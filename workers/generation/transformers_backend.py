@@ -84,7 +84,8 @@ class TransformersBackend(GenerationBackend):
         self.settings = settings
         self.model = settings.model
         self._hf_model: Any = None
-        self._tokenizer: Any = None
+        self._tokenizer: Any = None  # event-loop side: chat templates and prompt tokenization
+        self._worker_tokenizer: Any = None  # generation-thread side: padding, stop strings, decoding
         self._device: Any = None
         self._eos_ids: set[int] = set()
         self._context_len: int | None = None
@@ -126,6 +127,8 @@ class TransformersBackend(GenerationBackend):
             tokenizer.pad_token_id = min(self._eos_ids)
         self._context_len = getattr(model.config, "max_position_embeddings", None)
         self._tokenizer, self._hf_model, self._device = tokenizer, model, device
+        # a Rust tokenizer used from two threads at once can fail ("Already borrowed"): one copy per side
+        self._worker_tokenizer = copy.deepcopy(tokenizer)
         self.model = resolved.name
         self.load_seconds = time.perf_counter() - started
         logger.info("transformers backend: %s on %s (%s) loaded in %.2f s", resolved.path, device, dtype,
@@ -241,7 +244,7 @@ class TransformersBackend(GenerationBackend):
     def _generate_rows(self, rows: list[_Row], sampling: SamplingParams,
                        abandoned: threading.Event) -> list[GeneratedCandidate]:
         import torch
-        tokenizer, model = self._tokenizer, self._hf_model
+        tokenizer, model = self._worker_tokenizer, self._hf_model
         if model is None:
             raise GenerationError("generation backend closed")
         encoded = tokenizer.pad({"input_ids": [row.prompt_ids for row in rows]}, padding=True, return_tensors="pt")
@@ -274,7 +277,7 @@ class TransformersBackend(GenerationBackend):
 
     def _finish(self, tokens: list[int], stop: list[str]) -> GeneratedCandidate:
         """Cut one row at its end (EOS, stop string or length) and count the tokens really generated."""
-        end_ids = self._eos_ids | {self._tokenizer.pad_token_id}
+        end_ids = self._eos_ids | {self._worker_tokenizer.pad_token_id}
         end = next((i for i, token in enumerate(tokens) if token in end_ids), None)
         body = tokens if end is None else tokens[:end]
         text = self._decode(body)
@@ -295,5 +298,5 @@ class TransformersBackend(GenerationBackend):
         return GeneratedCandidate(text=text, finish_reason="length", completion_tokens=len(tokens))
 
     def _decode(self, tokens: list[int]) -> str:
-        text: str = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        text: str = self._worker_tokenizer.decode(tokens, skip_special_tokens=True)
         return text
