@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from models.answers import group_answers
-from models.normalization import Normalizer
+from models.normalization import Normalizer, observed_mean
 from models.weaver import WeaverModel
 
 
@@ -69,13 +69,6 @@ def rank_order(primary: np.ndarray, secondary: np.ndarray | None = None) -> np.n
     p = np.where(np.isnan(primary), -np.inf, primary)
     s = np.zeros(n) if secondary is None else np.where(np.isnan(secondary), -np.inf, secondary)
     return np.lexsort((np.arange(n), -s, -p))
-
-
-def mean_normalized(normalized: np.ndarray) -> np.ndarray:
-    observed = ~np.isnan(normalized)
-    count = observed.sum(axis=1)
-    total = np.where(observed, normalized, 0.0).sum(axis=1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 class Aggregator(ABC):
@@ -164,7 +157,7 @@ class MeanAggregator(Aggregator):
         else:  # cold start: normalize on this query alone
             normalized = Normalizer.fit(query.matrix).transform(query.matrix)
             note = "per-query normalization"
-        return self._ranking(np.nan_to_num(mean_normalized(normalized), nan=0.0), note=note)
+        return self._ranking(observed_mean(normalized, empty=0.0), note=note)
 
 
 class BestSingleVerifierAggregator(Aggregator):

@@ -189,12 +189,12 @@ def weaver_row_to_set(row: dict[str, Any], index: int) -> CandidateSet:
     )
 
 
-def parse_candidate_set(obj: Any) -> CandidateSet:
-    """Validate one decoded JSON object (our format or a Weaver score-file row)."""
+def parse_candidate_set(obj: Any, index: int = 0) -> CandidateSet:
+    """Validate one decoded JSON object (our format or a Weaver score-file row; ``index`` names the latter)."""
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}")
     if _is_weaver_row(obj):
-        return weaver_row_to_set(obj, 0)
+        return weaver_row_to_set(obj, index)
     try:
         return CandidateSetIn.model_validate(obj).to_candidate_set()
     except ValidationError as exc:
@@ -218,10 +218,7 @@ def iter_candidate_sets(path: str | Path) -> Iterator[CandidateSet]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
             try:
-                if isinstance(obj, dict) and _is_weaver_row(obj):
-                    yield weaver_row_to_set(obj, number - 1)
-                else:
-                    yield parse_candidate_set(obj)
+                yield parse_candidate_set(obj, number - 1)
             except DataError as exc:
                 raise DataError(f"{path}:{number}: {exc}") from None
 

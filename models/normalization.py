@@ -100,3 +100,12 @@ class Normalizer:
             center=np.array([float(i["center"]) for i in items]),
             scale=np.array([float(i["scale"]) for i in items]),
         )
+
+
+def observed_mean(normalized: np.ndarray, empty: float = float("nan")) -> np.ndarray:
+    """Per row, the mean of the non-NaN normalized scores; ``empty`` where a row has none."""
+    observed = ~np.isnan(normalized)
+    count = observed.sum(axis=1)
+    total = np.where(observed, normalized, 0.0).sum(axis=1)
+    out: np.ndarray = np.where(count > 0, total / np.maximum(count, 1), empty)
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.label_model import LabelModelFit, fit_label_model
-from models.normalization import Normalizer
+from models.normalization import Normalizer, observed_mean
 from models.thresholds import fit_thresholds
 
 ARTIFACT_FORMAT = "weaver-label-model/1"
@@ -278,10 +278,7 @@ class WeaverModel:
         observed = ~np.isnan(normalized)
         yes = normalized >= self._kept_thresholds
         logit = self._prior_logit + observed @ self._kept_w_neg + yes @ self._kept_w_delta
-        count = observed.sum(axis=1)
-        total = np.where(observed, normalized, 0.0).sum(axis=1)
-        tie = np.where(count > 0, total / np.maximum(count, 1), 0.5)
-        return 1.0 / (1.0 + np.exp(-logit)), tie
+        return 1.0 / (1.0 + np.exp(-logit)), observed_mean(normalized, empty=0.5)
 
     def posterior(self, matrix: np.ndarray) -> np.ndarray:
         """P(correct | votes) per candidate for a matrix already in this model's column order."""
@@ -299,11 +296,7 @@ class WeaverModel:
     def tie_break_scores(self, matrix: np.ndarray) -> np.ndarray:
         """Mean normalized score over the kept verifiers (over all if none kept), 0.5 if all abstain."""
         cols = self._kept_idx if self._kept_idx.size else np.arange(len(self.verifier_names))
-        normalized = self.normalizer.transform(matrix)[:, cols]
-        observed = ~np.isnan(normalized)
-        total = np.where(observed, normalized, 0.0).sum(axis=1)
-        count = observed.sum(axis=1)
-        return np.where(count > 0, total / np.maximum(count, 1), 0.5)
+        return observed_mean(self.normalizer.transform(matrix)[:, cols], empty=0.5)
 
     # -- artifact ---------------------------------------------------------------------------
     def _params_json(self) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def data_dir() -> Path:
@@ -21,3 +24,20 @@ def dev_set_path() -> Path:
     if not path.exists():
         pytest.skip(f"dev set not found at {path} (set WEAVER_DATA_DIR to the folder holding gsm8k_gpt3_dev.jsonl)")
     return path
+
+
+@pytest.fixture
+def live_redis_url() -> str:
+    """The test Redis URL (WEAVER_TEST_REDIS_URL), or a skip with the reason when nothing answers there."""
+    try:
+        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis answering at {TEST_REDIS_URL}: {exc}")
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_client(live_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(live_redis_url)
+    yield client
+    client.close()

@@ -33,17 +33,6 @@ REPLICAS = ("gateway-1", "gateway-2", "worker-1", "worker-2")
 
 
 @pytest.fixture()
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis answering at {REDIS_URL}")
-    yield client
-    client.close()
-
-
-@pytest.fixture()
 def prefix(redis_client: redis.Redis) -> Iterator[str]:
     value = f"test-online-{uuid.uuid4().hex[:10]}"
     yield value

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -57,17 +56,6 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture()
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis answering at {REDIS_URL}")
-    yield client
-    client.close()
 
 
 def test_gateways_and_workers_share_one_refit(

@@ -68,17 +68,3 @@ def tiny_bert_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def redis_url() -> str:
-    return os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def live_redis_url() -> str:
-    import redis
-
-    url = redis_url()
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Redis not answering at {url}: {exc}")
-    return url
