@@ -34,6 +34,7 @@ from models.aggregators import MajorityVoteAggregator, QueryScores, WeaverAggreg
 from models.data import CandidateSet, load_candidate_sets  # noqa: E402
 from models.distill.cascade import CascadeRule  # noqa: E402
 from models.distill.dataset import DistillQuery, build_distill_queries, split_by_query, teacher_posteriors  # noqa: E402
+from models.distill.features import DEFAULT_CONTEXT_FEATURES  # noqa: E402
 from models.distill.regimes import OfflineSource, SemiOnlineSource  # noqa: E402
 from models.distill.report import plot_runs, write_log  # noqa: E402
 from models.distill.student import CrossEncoderStudent  # noqa: E402
@@ -69,7 +70,8 @@ async def score_with_worker(sets: list[CandidateSet], profile: str) -> tuple[lis
     from workers.contract import Job
     from workers.entry import Worker
 
-    members = WorkerConfig.default().profiles[profile]
+    profiles = WorkerConfig.default().profiles
+    members = profiles[profile] if profile in profiles else [n.strip() for n in profile.split(",") if n.strip()]
     worker = Worker.from_config(worker_config({profile: members}, None, 0.0))
     await worker.start()
     try:
@@ -88,7 +90,8 @@ async def score_with_worker(sets: list[CandidateSet], profile: str) -> tuple[lis
         matrix = np.array([[np.nan if v is None else v for v in row] for row in result.scores], dtype=float)
         queries.append(QueryScores(matrix, tuple(result.verifier_names),
                                    tuple(extract_answer(c.text) for c in cs.candidates), cs.task))
-    return queries, f"workers profile {profile!r} ({', '.join(members)})"
+    label = f"workers profile {profile!r} ({', '.join(members)})" if profile in profiles else ", ".join(members)
+    return queries, label
 
 
 async def time_requests(sets: list[CandidateSet], profiles: dict[str, list[str]], checkpoint: Path, margin: float,
@@ -131,6 +134,33 @@ async def time_requests(sets: list[CandidateSet], profiles: dict[str, list[str]]
     return times, notes
 
 
+def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str) -> tuple[list[QueryScores], str]:
+    """Teacher scores through the Worker, reused from ``path`` when it holds the same profile and sets.
+
+    Scoring the dev set with the ``cpu-default`` judge takes many minutes on a CPU; the cache lets
+    training-side changes be re-benchmarked without paying for it again.
+    """
+    import json
+
+    from models.answers import extract_answer
+
+    key = {"profile": profile, "ids": [cs.id for cs in sets], "n": [len(cs.candidates) for cs in sets]}
+    if path is not None and path.exists():
+        saved = json.loads(path.read_text())
+        if saved["key"] == key:
+            queries = [QueryScores(np.array(m, dtype=float), tuple(saved["names"]),
+                                   tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
+                       for m, cs in zip(saved["matrices"], sets, strict=True)]
+            return queries, saved["note"] + f" (cached in {path})"
+    queries, note = asyncio.run(score_with_worker(sets, profile))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        matrices = [[[None if np.isnan(v) else float(v) for v in row] for row in q.matrix] for q in queries]
+        path.write_text(json.dumps({"key": key, "names": list(queries[0].verifier_names), "note": note,
+                                    "matrices": matrices}))
+    return queries, note
+
+
 def accuracy(queries: list[DistillQuery], picks: list[int]) -> float:
     return float(np.mean([q.labels is not None and q.labels[i] == 1 for q, i in zip(queries, picks, strict=True)]))
 
@@ -164,7 +194,14 @@ def choose_rule(student: list[np.ndarray], weaver: list[int], queries: list[Dist
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--profile", default="cheap", help="teacher verifiers (a workers profile)")
+    parser.add_argument("--profile", default="cheap",
+                        help="teacher verifiers: a workers profile, or verifier names separated by commas")
+    parser.add_argument("--scores-cache", type=Path, default=None,
+                        help="JSON file keeping the teacher's verifier scores between runs")
+    parser.add_argument("--students", default="pairwise,context",
+                        help="student kinds: pairwise (query, candidate) only; context adds the sibling features")
+    parser.add_argument("--regimes", default="offline,semi-online")
+    parser.add_argument("--context-lr", type=float, default=TrainConfig.context_lr)
     parser.add_argument("--timing-profiles", default="cheap,cpu-default",
                         help="full ensembles to time against (workers profiles, comma-separated)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core box)")
@@ -191,7 +228,7 @@ def main() -> None:
     path = args.data or data_dir() / "gsm8k_gpt3_dev.jsonl"
     sets = load_candidate_sets(path)
     t0 = time.perf_counter()
-    queries, source_note = asyncio.run(score_with_worker(sets, args.profile))
+    queries, source_note = cached_scores(args.scores_cache, sets, args.profile)
     print(f"scores: {source_note} ({time.perf_counter() - t0:.1f} s)")
 
     placeholder = build_distill_queries(sets, [np.zeros(len(cs.candidates)) for cs in sets])
@@ -210,15 +247,18 @@ def main() -> None:
     offline_pool = [train_q[i] for i in rng.permutation(len(train_q))[: max(1, len(train_q) // args.epochs)]]
     pool_pairs = sum(len(q.candidates) for q in offline_pool)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-                         patience=0, stop_on_hacking=False, seed=args.seed, max_steps=args.max_steps)
-    regimes: dict[str, Any] = {
-        "offline": OfflineSource(offline_pool),
-        "semi-online": SemiOnlineSource(train_q, pairs_per_epoch=pool_pairs),
-    }
+                         patience=0, stop_on_hacking=False, seed=args.seed, max_steps=args.max_steps,
+                         context_lr=args.context_lr)
+    sources = {"offline": lambda: OfflineSource(offline_pool),
+               "semi-online": lambda: SemiOnlineSource(train_q, pairs_per_epoch=pool_pairs)}
+    kinds = {"pairwise": (), "context": DEFAULT_CONTEXT_FEATURES}
+    runs = [(f"{kind}, {regime}", kinds[kind], sources[regime]())
+            for kind in args.students.split(",") for regime in args.regimes.split(",")]
     results: dict[str, TrainResult] = {}
     students: dict[str, CrossEncoderStudent] = {}
-    for name, source in regimes.items():
-        student = CrossEncoderStudent.from_base(args.base, max_length=args.max_length, seed=args.seed)
+    for name, features, source in runs:
+        student = CrossEncoderStudent.from_base(args.base, max_length=args.max_length, seed=args.seed,
+                                                context_features=features)
         start = time.perf_counter()
         results[name] = train(student, source, val_q, config, on_eval=lambda p, _r, n=name, t0=start: print(
             f"  {n} step {p.step}: proxy BCE {p.proxy_bce:.4f} top1 {p.proxy_top1:.2f} | golden AUROC "

@@ -34,6 +34,11 @@ def distill(
     candidates: Annotated[int, typer.Option(help="online: candidates sampled per prompt")] = 4,
     base: Annotated[str | None, typer.Option(help="HF encoder name or path (default: all-MiniLM-L6-v2)")] = None,
     max_length: Annotated[int, typer.Option(help="Tokens per (query, candidate) pair")] = 256,
+    context_features: Annotated[str, typer.Option(
+        help="Sibling features added to the encoder's logit by a learned linear head (comma-separated: "
+             "sibling_agreement, no_answer), or 'none' for a pure pairwise cross-encoder")
+    ] = "sibling_agreement,no_answer",
+    context_lr: Annotated[float, typer.Option(help="Learning rate of the context head's weights")] = 0.05,
     epochs: Annotated[int, typer.Option(help="Epochs (offline/semi-online) or passes per online round")] = 3,
     batch_size: int = 16,
     lr: float = 5e-5,
@@ -47,8 +52,12 @@ def distill(
     force: Annotated[bool, typer.Option(help=f"Allow more than {OFFLINE_EPOCH_CAP} offline epochs")] = False,
     plot: Annotated[bool, typer.Option("--plot", help="Write monitor.png beside the checkpoint")] = False,
 ) -> None:
-    """Distill Weaver into a cross-encoder (query, candidate) -> P(correct). Splits by query, never by pair."""
+    """Distill Weaver into a cross-encoder (query, candidate[, sibling features]) -> P(correct).
+
+    Splits by query, never by pair.
+    """
     from models.distill.dataset import build_distill_queries, split_by_query, teacher_posteriors
+    from models.distill.features import check_feature_names
     from models.distill.regimes import OfflineSource, OnlineSource, SemiOnlineSource
     from models.distill.report import plot_runs, write_log
     from models.distill.student import CrossEncoderStudent
@@ -58,6 +67,12 @@ def distill(
 
     if mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    try:
+        features = () if context_features.strip().lower() in ("", "none") else check_feature_names(
+            [n.strip() for n in context_features.split(",") if n.strip()])
+    except ValueError as exc:
+        _fail(f"--context-features: {exc}")
+        raise
     if mode == "offline" and epochs > OFFLINE_EPOCH_CAP and not force:
         _fail(f"{epochs} offline epochs replay every pair {epochs} times, the regime where teacher hacking "
               f"appears; use at most {OFFLINE_EPOCH_CAP}, --mode semi-online, or --force")
@@ -112,10 +127,11 @@ def distill(
         source = OnlineSource(lambda r: collector.collect(r, prompts_per_round), rounds)
         epochs = rounds
 
-    student = CrossEncoderStudent.from_base(base, max_length=max_length, seed=seed)
+    student = CrossEncoderStudent.from_base(base, max_length=max_length, seed=seed, context_features=features)
     student.meta.teacher_version = model.version
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, eval_every=eval_every, patience=patience,
-                         label_weight=label_weight, stop_on_deviation=stop_on_deviation, seed=seed)
+                         label_weight=label_weight, stop_on_deviation=stop_on_deviation, seed=seed,
+                         context_lr=context_lr)
 
     def progress(point: Any, report: Any) -> None:
         golden = "" if point.golden_auroc is None else (

@@ -61,12 +61,16 @@ class OnlineCollector:
     """Generates and scores fresh queries round by round on one long-lived Worker (own event loop)."""
 
     def __init__(self, worker: Worker, prompts: Sequence[PromptRow], teacher: WeaverModel, profile: str | None,
-                 candidates: int = 4, sampling: SamplingParams | None = None, seed: int = 0) -> None:
+                 candidates: int = 4, sampling: SamplingParams | None = None, seed: int = 0,
+                 seed_jobs: bool = True) -> None:
         self.worker = worker
         self.teacher = teacher
         self.profile = profile
         self.candidates = candidates
         self.sampling = sampling or SamplingParams(temperature=0.8, max_tokens=256)
+        # Seeded jobs are reproducible but decode alone (the backend never mixes RNG streams); unseeded
+        # jobs with equal sampling parameters are coalesced into one batch: several times the throughput.
+        self.seed_jobs = seed_jobs
         order = np.random.default_rng(seed).permutation(len(prompts))
         self._queue = [prompts[i] for i in order]
         self._loop = asyncio.new_event_loop()
@@ -101,7 +105,8 @@ class OnlineCollector:
             Job(kind="generate", prompt=row.prompt, n_candidates=self.candidates, profile=self.profile,
                 aggregator="mean", messages=[ChatMessage(role="system", content=INSTRUCTION),
                                              ChatMessage(role="user", content=row.prompt)],
-                sampling=self.sampling.model_copy(update={"seed": zlib.crc32(f"{round_index}:{row.id}".encode())}))
+                sampling=self.sampling.model_copy(update={"seed": zlib.crc32(f"{round_index}:{row.id}".encode())})
+                if self.seed_jobs else self.sampling)
             for row in rows
         ]
         results = await asyncio.gather(*(self.worker.run(job) for job in jobs))

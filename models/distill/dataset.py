@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from models.aggregators import QueryScores
 from models.data import CandidateSet
+from models.distill.features import CONTEXT_FEATURES, context_matrix
 from models.weaver import WeaverModel
 
 
@@ -41,10 +43,22 @@ class DistillQuery:
     def group_key(self) -> str:
         return prompt_key(self.prompt)
 
+    @cached_property
+    def context(self) -> np.ndarray:
+        """Every known context feature (``models.distill.features``), one row per candidate; computed once."""
+        return context_matrix(self.candidates, tuple(CONTEXT_FEATURES))
+
+    def context_for(self, names: Sequence[str]) -> np.ndarray:
+        """The context features ``names`` (columns in that order) for every candidate."""
+        columns = [list(CONTEXT_FEATURES).index(n) for n in names]
+        return self.context[:, columns]
+
     def pairs(self) -> list[Pair]:
+        names = tuple(CONTEXT_FEATURES)
         return [
             Pair(self.id, self.prompt, text, float(self.teacher[i]),
-                 float("nan") if self.labels is None else float(self.labels[i]), i)
+                 float("nan") if self.labels is None else float(self.labels[i]), i,
+                 dict(zip(names, (float(v) for v in self.context[i]), strict=True)))
             for i, text in enumerate(self.candidates)
         ]
 
@@ -59,6 +73,7 @@ class Pair:
     teacher: float
     label: float  # NaN when unknown
     index: int  # candidate position within its query
+    context: Mapping[str, float] = field(default_factory=dict)  # sibling features, see features.py
 
     @property
     def key(self) -> tuple[str, int]:

@@ -2,7 +2,10 @@
 
 ``AutoModelForSequenceClassification(num_labels=1)`` is the head: the encoder's pooled first token
 through a linear layer, so any BERT-like encoder (MiniLM, ModernBERT, a local path) works unchanged.
-Checkpoints are plain ``save_pretrained`` folders plus ``distill.json`` (max_length, teacher version),
+Optionally (``context_features``) a linear *context head* adds a learned function of the candidate's
+sibling features (``models.distill.features``: answer agreement, missing answer) to that logit, so the
+student can imitate a teacher whose posterior depends on the siblings. Checkpoints are plain
+``save_pretrained`` folders plus ``distill.json`` (max_length, teacher version, context head weights),
 so serving loads them with the same two calls.
 """
 
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from models.distill.features import check_feature_names
 
 META_FILE = "distill.json"
 
@@ -37,6 +42,10 @@ class StudentMeta:
     truncation_side: str = "left"
     teacher_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Sibling features the context head reads (empty = a pure pairwise cross-encoder) and its weights.
+    context_features: list[str] = field(default_factory=list)
+    context_weights: list[float] = field(default_factory=list)
+    context_bias: float = 0.0
 
 
 class CrossEncoderStudent:
@@ -46,10 +55,25 @@ class CrossEncoderStudent:
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
+        names = check_feature_names(meta.context_features)
+        self.context_head: torch.nn.Linear | None = None
+        if names:
+            self.context_head = torch.nn.Linear(len(names), 1)
+            with torch.no_grad():  # zero init: training starts from the pure cross-encoder
+                weights = meta.context_weights or [0.0] * len(names)
+                if len(weights) != len(names):
+                    raise ValueError(f"{len(weights)} context weights for features {names}")
+                self.context_head.weight.copy_(torch.tensor([weights], dtype=torch.float32))
+                self.context_head.bias.fill_(float(meta.context_bias))
+
+    @property
+    def context_features(self) -> tuple[str, ...]:
+        return tuple(self.meta.context_features)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_base(cls, base: str | None = None, max_length: int = 256, seed: int = 0) -> CrossEncoderStudent:
+    def from_base(cls, base: str | None = None, max_length: int = 256, seed: int = 0,
+                  context_features: Sequence[str] = ()) -> CrossEncoderStudent:
         """A pretrained encoder (name or path) with a freshly initialised 1-logit head."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -58,19 +82,21 @@ class CrossEncoderStudent:
         torch.manual_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-        meta = StudentMeta(base=base, max_length=max_length)
+        meta = StudentMeta(base=base, max_length=max_length, context_features=list(context_features))
         tokenizer.truncation_side = meta.truncation_side
         return cls(model, tokenizer, meta)
 
     @classmethod
-    def from_config(cls, config: Any, tokenizer: Any, max_length: int = 128, seed: int = 0) -> CrossEncoderStudent:
+    def from_config(cls, config: Any, tokenizer: Any, max_length: int = 128, seed: int = 0,
+                    context_features: Sequence[str] = ()) -> CrossEncoderStudent:
         """A randomly initialised model from a transformers config (tests, or training from scratch)."""
         from transformers import AutoModelForSequenceClassification
 
         torch.manual_seed(seed)
         config.num_labels = 1
         model = AutoModelForSequenceClassification.from_config(config)
-        meta = StudentMeta(base=f"config:{config.model_type}", max_length=max_length)
+        meta = StudentMeta(base=f"config:{config.model_type}", max_length=max_length,
+                           context_features=list(context_features))
         tokenizer.truncation_side = meta.truncation_side
         return cls(model, tokenizer, meta)
 
@@ -92,17 +118,43 @@ class CrossEncoderStudent:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if self.context_head is not None:
+            self.meta.context_weights = [float(w) for w in self.context_head.weight.detach().flatten()]
+            self.meta.context_bias = float(self.context_head.bias.detach())
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         (path / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2))
         return path
 
     # -- state (in-memory checkpoints) -------------------------------------------------------
+    def parameter_groups(self, lr: float, context_lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups: the encoder at ``lr``; the few context weights at their own, larger rate."""
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters()), "lr": lr}]
+        if self.context_head is not None:
+            groups.append({"params": list(self.context_head.parameters()), "lr": context_lr, "weight_decay": 0.0})
+        return groups
+
+    def to(self, device: str | torch.device) -> CrossEncoderStudent:
+        self.model.to(device)
+        if self.context_head is not None:
+            self.context_head.to(device)
+        return self
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        params = list(self.model.parameters())
+        return params + (list(self.context_head.parameters()) if self.context_head is not None else [])
+
     def state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.context_head is not None:
+            state.update({f"context_head.{k}": v.detach().clone() for k, v in self.context_head.state_dict().items()})
+        return state
 
     def restore(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
+        prefix = "context_head."
+        self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefix)})
+        if self.context_head is not None:
+            self.context_head.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
     # -- scoring ------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str], candidates: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -112,18 +164,33 @@ class CrossEncoderStudent:
         )
         return dict(batch)
 
-    def logits(self, prompts: Sequence[str], candidates: Sequence[str]) -> torch.Tensor:
-        """Raw logits (with grad, in whatever train/eval mode the model is in)."""
+    def logits(self, prompts: Sequence[str], candidates: Sequence[str],
+               context: np.ndarray | None = None) -> torch.Tensor:
+        """Raw logits (with grad, in whatever train/eval mode the model is in).
+
+        ``context`` is the (n, len(context_features)) sibling-feature matrix; required exactly when
+        the student has a context head.
+        """
         out = self.model(**self.encode(prompts, candidates))
         logits: torch.Tensor = out.logits.squeeze(-1)
+        if self.context_head is not None:
+            if context is None or context.shape != (len(prompts), len(self.meta.context_features)):
+                got = None if context is None else context.shape
+                raise ValueError(f"student needs context features {self.meta.context_features} "
+                                 f"as a ({len(prompts)}, {len(self.meta.context_features)}) matrix, got {got}")
+            features = torch.as_tensor(context, dtype=torch.float32, device=logits.device)
+            logits = logits + self.context_head(features).squeeze(-1).to(logits.dtype)
         return logits
 
-    def predict(self, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def predict(self, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 32,
+                context: np.ndarray | None = None) -> np.ndarray:
         """P(correct) per pair. Pairs are scored in length-sorted batches to minimise padding."""
         if len(prompts) != len(candidates):
             raise ValueError(f"{len(prompts)} prompts for {len(candidates)} candidates")
         if not prompts:
             return np.zeros(0)
+        if context is not None:
+            context = np.asarray(context, dtype=float).reshape(len(prompts), -1)
         lengths = [len(p) + len(c) for p, c in zip(prompts, candidates, strict=True)]
         order = np.argsort(lengths)
         out = np.empty(len(prompts))
@@ -133,7 +200,8 @@ class CrossEncoderStudent:
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     idx = order[start:start + batch_size]
-                    logits = self.logits([prompts[i] for i in idx], [candidates[i] for i in idx])
+                    logits = self.logits([prompts[i] for i in idx], [candidates[i] for i in idx],
+                                         None if context is None else context[idx])
                     out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
         finally:
             self.model.train(was_training)

@@ -32,6 +32,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 16
     lr: float = 5e-5
+    context_lr: float = 0.05  # the context head's few weights need far bigger steps than the encoder
     weight_decay: float = 0.01
     warmup_steps: int = 10
     grad_clip: float = 1.0
@@ -78,7 +79,9 @@ def predict_queries(
     """Student P(correct) per candidate, one array per query (one batched pass over all pairs)."""
     prompts = [q.prompt for q in queries for _ in q.candidates]
     texts = [c for q in queries for c in q.candidates]
-    flat = student.predict(prompts, texts, batch_size=batch_size)
+    names = student.context_features
+    context = np.concatenate([q.context_for(names) for q in queries]) if names and queries else None
+    flat = student.predict(prompts, texts, batch_size=batch_size, context=context)
     out, start = [], 0
     for q in queries:
         out.append(flat[start:start + len(q.candidates)])
@@ -101,7 +104,8 @@ def train(
     rng = np.random.default_rng(config.seed)
     model = student.model
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(student.parameter_groups(config.lr, config.context_lr),
+                                  lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps))
     )
@@ -157,11 +161,12 @@ def train(
         for b in range(n_batches):
             batch: list[Pair] = pairs[b * config.batch_size:(b + 1) * config.batch_size]
             target = torch.tensor([_target(p, config.label_weight) for p in batch], dtype=torch.float32)
-            logits = student.logits([p.prompt for p in batch], [p.candidate for p in batch])
+            logits = student.logits([p.prompt for p in batch], [p.candidate for p in batch],
+                                    _context(batch, student.context_features))
             loss = loss_fn(logits.float(), target)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -183,6 +188,12 @@ def train(
     model.eval()
     return TrainResult(history, report, best_step, select_metric, stop_reason, step,
                        time.perf_counter() - start, source.stats(), config)
+
+
+def _context(batch: Sequence[Pair], names: Sequence[str]) -> np.ndarray | None:
+    if not names:
+        return None
+    return np.array([[p.context[n] for n in names] for p in batch], dtype=float)
 
 
 def _target(pair: Pair, label_weight: float) -> float:

@@ -27,6 +27,15 @@ def test_distill_cli_offline_writes_checkpoint_log_and_plot(dev_set_path, tmp_pa
     assert (out / "monitor.png").stat().st_size > 1000
     meta = json.loads((out / "distill.json").read_text())
     assert len(meta["extra"]["test_query_ids"]) == 6
+    assert meta["context_features"] == ["sibling_agreement", "no_answer"]  # the default student sees siblings
+    assert len(meta["context_weights"]) == 2
+
+
+def test_distill_cli_rejects_unknown_context_features(dev_set_path, tmp_path):
+    result = CliRunner().invoke(app, ["distill", str(dev_set_path), "-o", str(tmp_path / "x"),
+                                      "--context-features", "sibling_agreement,vibes"])
+    assert result.exit_code == 2
+    assert "unknown context feature" in result.output
 
 
 def test_distill_cli_refuses_long_offline_runs_without_force(dev_set_path, tmp_path):
