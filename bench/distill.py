@@ -39,6 +39,7 @@ from models.distill.regimes import OfflineSource, SemiOnlineSource  # noqa: E402
 from models.distill.report import plot_runs, write_log  # noqa: E402
 from models.distill.student import CrossEncoderStudent  # noqa: E402
 from models.distill.trainer import TrainConfig, TrainResult, predict_queries, train  # noqa: E402
+from models.metrics import auroc  # noqa: E402
 from models.weaver import WeaverModel  # noqa: E402
 
 
@@ -277,21 +278,41 @@ def main() -> None:
     weaver_val = [weaver_agg.rank(scores_by_id[q.id]).selected for q in val_q]
     weaver_acc = accuracy(test_q, weaver_test)
     majority_acc = accuracy(test_q, [majority.rank(scores_by_id[q.id]).selected for q in test_q])
-    rows = [("full Weaver (teacher)", weaver_acc, 1.0, None), ("majority vote", majority_acc, None, None)]
+    labels = np.concatenate([q.labels if q.labels is not None else np.full(len(q.candidates), np.nan)
+                             for q in test_q])
+
+    def pooled_auroc(scores: list[np.ndarray]) -> float:
+        return auroc(np.concatenate(scores), labels)
+
+    weaver_scores = [np.asarray(weaver_agg.rank(scores_by_id[q.id]).scores, dtype=float) for q in test_q]
+    agreement = [q.context_for(["sibling_agreement"])[:, 0] for q in test_q]
+    rows = [("full Weaver (teacher)", weaver_acc, 1.0, None, pooled_auroc(weaver_scores)),
+            ("majority vote (sibling agreement)", majority_acc, None, None, pooled_auroc(agreement))]
     rules: dict[str, CascadeRule] = {}
     for name, student in students.items():
         probs = predict_queries(student, test_q)
         acc = accuracy(test_q, argmax_picks(probs))
-        rows.append((f"cross-encoder ({name})", acc, acc / weaver_acc, 0.0))
+        rows.append((f"cross-encoder ({name})", acc, acc / weaver_acc, 0.0, pooled_auroc(probs)))
+        if student.context_head is not None:  # what the encoder alone contributes: the same model, head off
+            print(f"{name}: context head {student.context_weights()}")
+            saved = student.state()
+            with torch.no_grad():
+                student.context_head.weight.zero_()
+                student.context_head.bias.zero_()
+            encoder_only = predict_queries(student, test_q)
+            student.restore(saved)
+            eacc = accuracy(test_q, argmax_picks(encoder_only))
+            rows.append(("  its encoder part alone (context head off)", eacc, eacc / weaver_acc, 0.0,
+                         pooled_auroc(encoder_only)))
         rule = choose_rule(predict_queries(student, val_q), weaver_val, val_q, args.retention_target)
         rules[name] = rule
         picks, rate = cascade_picks(probs, weaver_test, rule)
         cacc = accuracy(test_q, picks)
-        rows.append((f"cascade ({name}, margin<{rule.min_margin:g})", cacc, cacc / weaver_acc, rate))
+        rows.append((f"cascade ({name}, margin<{rule.min_margin:g})", cacc, cacc / weaver_acc, rate, None))
 
     # -- wall time per request, measured now through one Worker -------------------------------------
-    # the served student is chosen on validation (golden BCE of its restored checkpoint), never on test
-    best = min(students, key=lambda n: results[n].best.golden_bce or float("inf"))
+    # the served student is chosen on validation (golden AUROC of its restored checkpoint), never on test
+    best = max(students, key=lambda n: results[n].best.golden_auroc or 0.0)
     students[best].save(args.checkpoint)
     from workers.config import WorkerConfig
 
@@ -304,10 +325,10 @@ def main() -> None:
 
     print()
     print(f"Selection accuracy on {len(test_q)} held-out test queries (teacher: Weaver on {source_note})")
-    print(f"{'method':48s} {'sel. acc':>9s} {'retention':>9s} {'fallback':>9s}")
-    for label, acc, ret, fb in rows:
+    print(f"{'method':48s} {'sel. acc':>9s} {'retention':>9s} {'fallback':>9s} {'AUROC':>6s}")
+    for label, acc, ret, fb, auc in rows:
         print(f"{label:48s} {100 * acc:8.1f}% {'-' if ret is None else f'{ret:.3f}':>9s} "
-              f"{'-' if fb is None else f'{100 * fb:.0f}%':>9s}")
+              f"{'-' if fb is None else f'{100 * fb:.0f}%':>9s} {'-' if auc is None else f'{auc:.3f}':>6s}")
     print()
     print(f"Verification + aggregation wall time per request through the Worker entry ({len(timed)} test queries "
           f"x {len(timed[0].candidates)} candidates, sequential, no score cache; cross-encoder = {best}, "
@@ -331,7 +352,8 @@ def main() -> None:
     for key, note in timing_notes.items():
         print(f"{key}: {note}")
 
-    extra = {"rows": [dict(zip(("method", "selection", "retention", "fallback"), r, strict=True)) for r in rows],
+    extra = {"rows": [dict(zip(("method", "selection", "retention", "fallback", "auroc"), r, strict=True))
+                      for r in rows],
              "timing_s": times, "timing_notes": timing_notes, "cascade_margin": rules[best].min_margin,
              "split": [len(train_q), len(val_q), len(test_q)], "scores": source_note, "args": vars(args)}
     write_log(args.log, results, extra)

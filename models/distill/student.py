@@ -70,6 +70,14 @@ class CrossEncoderStudent:
     def context_features(self) -> tuple[str, ...]:
         return tuple(self.meta.context_features)
 
+    def context_weights(self) -> dict[str, float]:
+        """The context head's current weight per feature, plus its ``bias`` (empty for a pairwise student)."""
+        if self.context_head is None:
+            return {}
+        weights = [float(w) for w in self.context_head.weight.detach().flatten()]
+        bias = float(self.context_head.bias.detach())
+        return {**dict(zip(self.context_features, weights, strict=True)), "bias": bias}
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_base(cls, base: str | None = None, max_length: int = 256, seed: int = 0,
@@ -119,8 +127,9 @@ class CrossEncoderStudent:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.context_head is not None:
-            self.meta.context_weights = [float(w) for w in self.context_head.weight.detach().flatten()]
-            self.meta.context_bias = float(self.context_head.bias.detach())
+            weights = self.context_weights()
+            self.meta.context_bias = weights.pop("bias")
+            self.meta.context_weights = [weights[n] for n in self.context_features]
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         (path / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2))

@@ -3,8 +3,11 @@
 Every ``eval_every`` optimizer steps the student is scored on held-out queries (split by query);
 the detector re-reads the whole history, and the loop stops on a teacher-hacking flag, on a proxy
 deviation (when ``stop_on_deviation``), or when the selection metric has not improved for
-``patience`` evaluations. The best checkpoint is then restored: best golden BCE when the held-out
-queries are labelled, otherwise best proxy BCE before the first deviation flag.
+``patience`` evaluations. The best checkpoint is then restored: best golden AUROC when the held-out
+queries are labelled with both outcomes, otherwise best proxy BCE before the first deviation flag.
+AUROC rather than golden BCE because a reranker is used for its ranking: golden BCE also charges
+the student for the teacher's calibration, and on a miscalibrated teacher it prefers the untrained
+student (P = 0.5 everywhere) to one that ranks well.
 """
 
 from __future__ import annotations
@@ -111,7 +114,9 @@ def train(
     )
     loss_fn = torch.nn.BCEWithLogitsLoss()
     labelled = any(q.labels is not None for q in val)
-    select_metric = "golden_bce" if config.select_by == "golden" and labelled else "proxy_bce"
+    known = {float(v) for q in val if q.labels is not None for v in q.labels if not math.isnan(v)}
+    select_metric = "golden_auroc" if config.select_by == "golden" and known >= {0.0, 1.0} else "proxy_bce"
+    sign = -1.0 if select_metric == "golden_auroc" else 1.0  # minimise sign * metric
 
     history: list[EvalPoint] = []
     report = detect([], [])
@@ -134,7 +139,8 @@ def train(
                         [p.golden_auroc for p in history] if labelled else None,
                         [p.golden_bce for p in history] if labelled else None, config.detector)
         deviation = report.first("proxy_deviation")
-        value = getattr(point, select_metric)
+        raw = getattr(point, select_metric)
+        value = None if raw is None or math.isnan(raw) else sign * raw
         eligible = select_metric != "proxy_bce" or deviation is None or point.step < deviation.step
         if value is not None and eligible and value < best_value:
             best_value, best_step, best_state, stale = value, point.step, student.state(), 0

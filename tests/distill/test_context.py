@@ -62,6 +62,8 @@ def test_context_head_is_saved_restored_and_required(tokenizer, tmp_path):
     student.save(tmp_path / "ckpt")
     loaded = CrossEncoderStudent.load(tmp_path / "ckpt")
     assert loaded.context_features == DEFAULT_CONTEXT_FEATURES
+    assert loaded.context_weights() == pytest.approx({"sibling_agreement": 2.5, "no_answer": -1.5,
+                                                      "bias": student.context_weights()["bias"]})
     np.testing.assert_allclose(loaded.predict([PROMPT] * 4, CANDIDATES, context=context),
                                student.predict([PROMPT] * 4, CANDIDATES, context=context), atol=1e-6)
     with pytest.raises(ValueError, match="needs context features"):

@@ -60,7 +60,8 @@ def test_training_reduces_held_out_proxy_and_restores_best(tokenizer, tmp_path):
     p = np.clip(probs, 1e-6, 1 - 1e-6)
     reproduced = float(np.mean(-(teacher * np.log(p) + (1 - teacher) * np.log(1 - p))))
     assert reproduced == pytest.approx(result.best.proxy_bce, rel=1e-5)
-    assert result.best.golden_bce == min(h.golden_bce for h in result.history)
+    assert result.select_metric == "golden_auroc"
+    assert result.best.golden_auroc == max(h.golden_auroc for h in result.history)
 
     # save -> load round trip gives the same predictions
     student.save(tmp_path / "ckpt")
