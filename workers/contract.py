@@ -11,9 +11,12 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AggregatorName = Literal["weaver", "cross_encoder", "cascade", "majority", "mean", "first", "supervised"]
+
+
+GREEDY_TEMPERATURE_EPS = 1e-5
 
 
 class SamplingParams(BaseModel):
@@ -25,6 +28,12 @@ class SamplingParams(BaseModel):
     max_tokens: int = Field(256, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _tiny_temperature_is_greedy(cls, value: float) -> float:
+        """Below 1e-5, logits / temperature overflow to inf; such a request means greedy (as in vLLM)."""
+        return 0.0 if value < GREEDY_TEMPERATURE_EPS else value
 
 
 class ChatMessage(BaseModel):

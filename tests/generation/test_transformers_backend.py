@@ -57,6 +57,17 @@ async def test_seed_makes_sampling_reproducible(tiny_model_dir: Path) -> None:
     await backend.close()
 
 
+async def test_vanishing_temperature_decodes_greedily_instead_of_overflowing(tiny_model_dir: Path) -> None:
+    # found by the API fuzzer: temperature 1e-197 made logits / temperature inf and sampling crash
+    assert SamplingParams(temperature=1e-197).temperature == 0.0
+    assert SamplingParams(temperature=1e-5).temperature == 1e-5
+    backend = await started(tiny_model_dir)
+    tiny = await backend.generate(chat("hello"), 3, SamplingParams(temperature=1.1e-197, max_tokens=8))
+    greedy = await backend.generate(chat("hello"), 1, SamplingParams(temperature=0.0, max_tokens=8))
+    assert [c.text for c in tiny.candidates] == [greedy.candidates[0].text] * 3
+    await backend.close()
+
+
 async def test_max_tokens_caps_every_candidate(tiny_model_dir: Path) -> None:
     backend = await started(tiny_model_dir)
     out = await backend.generate(chat("count"), 5, SamplingParams(temperature=1.0, max_tokens=3, seed=0))
