@@ -162,6 +162,18 @@ def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str) -> 
     return queries, note
 
 
+def teacher_and_split(sets: list[CandidateSet], scored: list[QueryScores], val_fraction: float,
+                      test_fraction: float, seed: int) -> tuple[WeaverModel, tuple[list[DistillQuery], ...]]:
+    """Split by query; fit Weaver label-free on the non-test queries' scores; its posteriors are the targets."""
+    placeholder = build_distill_queries(sets, [np.zeros(len(cs.candidates)) for cs in sets])
+    split = split_by_query(placeholder, val_fraction, test_fraction, seed)
+    test_ids = {q.id for q in split.test}
+    teacher = WeaverModel.fit([q.matrix for q, cs in zip(scored, sets, strict=True) if cs.id not in test_ids],
+                              scored[0].verifier_names)
+    by_id = {q.id: q for q in build_distill_queries(sets, teacher_posteriors(teacher, scored))}
+    return teacher, tuple([by_id[q.id] for q in part] for part in (split.train, split.val, split.test))
+
+
 def accuracy(queries: list[DistillQuery], picks: list[int]) -> float:
     return float(np.mean([q.labels is not None and q.labels[i] == 1 for q, i in zip(queries, picks, strict=True)]))
 
@@ -232,15 +244,9 @@ def main() -> None:
     queries, source_note = cached_scores(args.scores_cache, sets, args.profile)
     print(f"scores: {source_note} ({time.perf_counter() - t0:.1f} s)")
 
-    placeholder = build_distill_queries(sets, [np.zeros(len(cs.candidates)) for cs in sets])
-    split_ids = split_by_query(placeholder, args.val_fraction, args.test_fraction, args.seed)
-    test_ids = {q.id for q in split_ids.test}
-    fit_on = [q.matrix for q, cs in zip(queries, sets, strict=True) if cs.id not in test_ids]
-    weaver = WeaverModel.fit(fit_on, queries[0].verifier_names)
-    by_id = {q.id: q for q in build_distill_queries(sets, teacher_posteriors(weaver, queries))}
-    train_q = [by_id[q.id] for q in split_ids.train]
-    val_q = [by_id[q.id] for q in split_ids.val]
-    test_q = [by_id[q.id] for q in split_ids.test]
+    weaver, (train_q, val_q, test_q) = teacher_and_split(sets, queries, args.val_fraction, args.test_fraction,
+                                                         args.seed)
+    test_ids = {q.id for q in test_q}
     print(f"teacher: Weaver {weaver.version}, {weaver.report.n_kept}/{weaver.report.n_verifiers} verifiers kept; "
           f"split by query {len(train_q)}/{len(val_q)}/{len(test_q)} train/val/test")
 
@@ -274,7 +280,8 @@ def main() -> None:
     # -- accuracy on held-out test queries ------------------------------------------------------
     scores_by_id = {cs.id: q for q, cs in zip(queries, sets, strict=True)}
     weaver_agg, majority = WeaverAggregator(weaver), MajorityVoteAggregator()
-    weaver_test = [weaver_agg.rank(scores_by_id[q.id]).selected for q in test_q]
+    weaver_rankings = [weaver_agg.rank(scores_by_id[q.id]) for q in test_q]
+    weaver_test = [r.selected for r in weaver_rankings]
     weaver_val = [weaver_agg.rank(scores_by_id[q.id]).selected for q in val_q]
     weaver_acc = accuracy(test_q, weaver_test)
     majority_acc = accuracy(test_q, [majority.rank(scores_by_id[q.id]).selected for q in test_q])
@@ -284,7 +291,7 @@ def main() -> None:
     def pooled_auroc(scores: list[np.ndarray]) -> float:
         return auroc(np.concatenate(scores), labels)
 
-    weaver_scores = [np.asarray(weaver_agg.rank(scores_by_id[q.id]).scores, dtype=float) for q in test_q]
+    weaver_scores = [np.asarray(r.scores, dtype=float) for r in weaver_rankings]
     agreement = [q.context_for(["sibling_agreement"])[:, 0] for q in test_q]
     rows = [("full Weaver (teacher)", weaver_acc, 1.0, None, pooled_auroc(weaver_scores)),
             ("majority vote (sibling agreement)", majority_acc, None, None, pooled_auroc(agreement))]
