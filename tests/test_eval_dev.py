@@ -1,4 +1,4 @@
-"""`weaver eval` on the real GSM8K dev set reproduces the figures its README gives."""
+"""`weaver eval` on the real GSM8K dev set reproduces the figures the data README gives."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The rerank run (30 s, cheap verifiers) is the CI smoke load test: any failed request (HTTP error or a
 response whose body fails the checks in loadtests/locustfile.py) fails it. Rates and latencies are
-printed, never asserted (they belong to the README's measured figures).
+printed, never asserted (they belong to the measured figures in docs/deployment.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ process collector), as an operator would watch it.
 Deselected by default (``-m "not soak"`` in pyproject); ``.ci/run`` runs it as its own step:
 ``pytest -m soak tests/reliability/test_soak.py``. Duration and rate come from the environment:
 WEAVER_SOAK_SECONDS (default 180), WEAVER_SOAK_USERS (23) x WEAVER_SOAK_USER_RPS (5.0) = 115 requests/s, the
-sustainable rerank rate (cheap profile) the load-test section of the README measured on the 2-core box.
+sustainable rerank rate (cheap profile) docs/deployment.md measured on the 2-core box.
 """
 
 from __future__ import annotations
