@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from models.aggregators import MajorityVoteAggregator, QueryScores, WeaverAggregator  # noqa: E402
 from models.data import CandidateSet, load_candidate_sets  # noqa: E402
 from models.distill.cascade import CascadeRule  # noqa: E402
-from models.distill.dataset import DistillQuery, build_distill_queries, split_by_query, teacher_posteriors  # noqa: E402
+from models.distill.dataset import DistillQuery, teacher_and_split  # noqa: E402
 from models.distill.features import DEFAULT_CONTEXT_FEATURES  # noqa: E402
 from models.distill.regimes import OfflineSource, SemiOnlineSource  # noqa: E402
 from models.distill.report import plot_runs, write_log  # noqa: E402
@@ -162,18 +162,6 @@ def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str) -> 
     return queries, note
 
 
-def teacher_and_split(sets: list[CandidateSet], scored: list[QueryScores], val_fraction: float,
-                      test_fraction: float, seed: int) -> tuple[WeaverModel, tuple[list[DistillQuery], ...]]:
-    """Split by query; fit Weaver label-free on the non-test queries' scores; its posteriors are the targets."""
-    placeholder = build_distill_queries(sets, [np.zeros(len(cs.candidates)) for cs in sets])
-    split = split_by_query(placeholder, val_fraction, test_fraction, seed)
-    test_ids = {q.id for q in split.test}
-    teacher = WeaverModel.fit([q.matrix for q, cs in zip(scored, sets, strict=True) if cs.id not in test_ids],
-                              scored[0].verifier_names)
-    by_id = {q.id: q for q in build_distill_queries(sets, teacher_posteriors(teacher, scored))}
-    return teacher, tuple([by_id[q.id] for q in part] for part in (split.train, split.val, split.test))
-
-
 def accuracy(queries: list[DistillQuery], picks: list[int]) -> float:
     return float(np.mean([q.labels is not None and q.labels[i] == 1 for q, i in zip(queries, picks, strict=True)]))
 
@@ -244,8 +232,8 @@ def main() -> None:
     queries, source_note = cached_scores(args.scores_cache, sets, args.profile)
     print(f"scores: {source_note} ({time.perf_counter() - t0:.1f} s)")
 
-    weaver, (train_q, val_q, test_q) = teacher_and_split(sets, queries, args.val_fraction, args.test_fraction,
-                                                         args.seed)
+    split = teacher_and_split(sets, queries, args.val_fraction, args.test_fraction, args.seed)
+    weaver, train_q, val_q, test_q = split.teacher, split.train, split.val, split.test
     test_ids = {q.id for q in test_q}
     print(f"teacher: Weaver {weaver.version}, {weaver.report.n_kept}/{weaver.report.n_verifiers} verifiers kept; "
           f"split by query {len(train_q)}/{len(val_q)}/{len(test_q)} train/val/test")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="gateway YAML (keys: see docs/reference/configuration.md); env WEAVER_... overrides it")
+    Path | None, typer.Option("--config", help="gateway YAML (docs/reference/configuration.md); WEAVER_* env overrides")
 ]
 
 

@@ -170,3 +170,40 @@ def _connected_groups(queries: Sequence[DistillQuery]) -> list[list[int]]:
     for i in range(len(queries)):
         grouped.setdefault(find(i), []).append(i)
     return list(grouped.values())
+
+
+@dataclass(frozen=True)
+class TeacherSplit:
+    """The teacher and the distillation queries, split by query, carrying its posteriors as targets."""
+
+    teacher: WeaverModel
+    train: list[DistillQuery]
+    val: list[DistillQuery]
+    test: list[DistillQuery]
+
+
+def teacher_and_split(
+    sets: Sequence[CandidateSet],
+    scored: Sequence[QueryScores],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    teacher: WeaverModel | None = None,
+    fit_on_val: bool = True,
+) -> TeacherSplit:
+    """Split by query, then fit Weaver label-free on the training queries (plus val when ``fit_on_val``).
+
+    The split depends only on ids and prompts, so it is the same whatever the scores; the teacher never
+    sees a test query. A given ``teacher`` is used as is.
+    """
+    if len(sets) != len(scored):
+        raise ValueError(f"{len(scored)} score matrices for {len(sets)} candidate sets")
+    placeholder = build_distill_queries(sets, [np.zeros(len(cs.candidates)) for cs in sets])
+    split = split_by_query(placeholder, val_fraction, test_fraction, seed)
+    if teacher is None:
+        fit_ids = {q.id for q in split.train} | ({q.id for q in split.val} if fit_on_val else set())
+        teacher = WeaverModel.fit([q.matrix for q, cs in zip(scored, sets, strict=True) if cs.id in fit_ids],
+                                  scored[0].verifier_names)
+    by_id = {q.id: q for q in build_distill_queries(sets, teacher_posteriors(teacher, scored))}
+    train, val, test = ([by_id[q.id] for q in part] for part in (split.train, split.val, split.test))
+    return TeacherSplit(teacher, train, val, test)

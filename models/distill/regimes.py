@@ -1,9 +1,9 @@
-"""Where each epoch's training pairs come from: offline, semi-online, or online rounds.
+"""Where each epoch's training pairs come from: offline, semi-online, or fresh-sample rounds.
 
 - ``offline``: one fixed pool, replayed every epoch (the reference recipe; prone to teacher hacking).
 - ``semi-online``: a larger pre-scored pool; each epoch draws pairs not yet seen (least-seen once the
   pool is exhausted), so no teacher error is rehearsed until the pool runs out.
-- ``online``: each round asks a callback for freshly generated and scored queries. The callback
+- ``fresh-samples``: each round asks a callback for freshly generated and scored queries. The callback
   (generation + verifiers + Weaver) lives in the workers/CLI layer; models/ only consumes its output.
 """
 
@@ -89,10 +89,10 @@ class SemiOnlineSource:
         return self._exposure.stats()
 
 
-class OnlineSource:
+class FreshSampleSource:
     """Fresh queries from ``fetch(round)`` every round (generated, verified and scored elsewhere)."""
 
-    name = "online"
+    name = "fresh-samples"
 
     def __init__(self, fetch: Callable[[int], Sequence[DistillQuery]], rounds: int) -> None:
         self.fetch = fetch

@@ -87,9 +87,10 @@ class CrossEncoderStudent:
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         base = base or default_base_model()
-        torch.manual_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(base)
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+        with torch.random.fork_rng():  # the new head is drawn from the global generator: seed it without leaking
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
         meta = StudentMeta(base=base, max_length=max_length, context_features=list(context_features))
         tokenizer.truncation_side = meta.truncation_side
         return cls(model, tokenizer, meta)
@@ -100,9 +101,10 @@ class CrossEncoderStudent:
         """A randomly initialised model from a transformers config (tests, or training from scratch)."""
         from transformers import AutoModelForSequenceClassification
 
-        torch.manual_seed(seed)
         config.num_labels = 1
-        model = AutoModelForSequenceClassification.from_config(config)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_config(config)
         meta = StudentMeta(base=f"config:{config.model_type}", max_length=max_length,
                            context_features=list(context_features))
         tokenizer.truncation_side = meta.truncation_side

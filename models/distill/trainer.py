@@ -99,11 +99,26 @@ def train(
     config: TrainConfig | None = None,
     on_eval: Callable[[EvalPoint, DetectorReport], None] | None = None,
 ) -> TrainResult:
-    """Train ``student`` on ``source`` and restore its best checkpoint; returns the monitored history."""
+    """Train ``student`` on ``source`` and restore its best checkpoint; returns the monitored history.
+
+    Dropout draws from torch's global generator (its modules take no generator), so the run seeds it inside
+    ``torch.random.fork_rng``: training is reproducible and the caller's random state is left untouched.
+    """
     config = config or TrainConfig()
     if not val:
         raise ValueError("held-out queries are required for monitoring (split by query first)")
-    torch.manual_seed(config.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return _train(student, source, val, config, on_eval)
+
+
+def _train(
+    student: CrossEncoderStudent,
+    source: DataSource,
+    val: Sequence[DistillQuery],
+    config: TrainConfig,
+    on_eval: Callable[[EvalPoint, DetectorReport], None] | None,
+) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     model = student.model
     model.train()

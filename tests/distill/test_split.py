@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.aggregators import QueryScores
+from models.answers import agreement_shares, extract_answer
 from models.data import load_candidate_sets
-from models.distill.dataset import DistillQuery, QuerySplit, build_distill_queries, split_by_query
+from models.distill.dataset import DistillQuery, QuerySplit, build_distill_queries, split_by_query, teacher_and_split
+from models.weaver import WeaverModel
 
 
 def _query(qid: str, prompt: str, n: int = 4) -> DistillQuery:
@@ -54,3 +57,22 @@ def test_check_disjoint_rejects_a_leaking_split():
 def test_teacher_length_is_checked():
     with pytest.raises(ValueError):
         DistillQuery("x", "p", ("a", "b"), np.array([0.5]))
+
+
+def test_teacher_and_split_never_fits_on_test_queries(dev_set_path):
+    """The one split helper shared by `weaver distill` and the benchmarks: the teacher sees train (+ val) only."""
+    sets = load_candidate_sets(dev_set_path)
+    scored = []
+    for cs in sets:
+        answers = tuple(extract_answer(c.text) for c in cs.candidates)
+        scored.append(QueryScores(np.array(agreement_shares(answers), dtype=float)[:, None], ("answer_agreement",),
+                                  answers, cs.task))
+    with_val = teacher_and_split(sets, scored, 0.1, 0.3, seed=0)
+    train_only = teacher_and_split(sets, scored, 0.1, 0.3, seed=0, fit_on_val=False)
+    assert [q.id for q in with_val.test] == [q.id for q in train_only.test]  # the split ignores the scores
+    by_id = {cs.id: q for cs, q in zip(sets, scored, strict=True)}
+    expected = WeaverModel.fit([by_id[q.id].matrix for q in train_only.train], ("answer_agreement",))
+    assert train_only.teacher.version == expected.version
+    given = teacher_and_split(sets, scored, 0.1, 0.3, seed=0, teacher=expected)
+    assert given.teacher is expected
+    assert np.allclose(given.val[0].teacher, train_only.val[0].teacher)

@@ -1,15 +1,15 @@
-"""What online data from the CPU generator costs and adds, next to the dev pool it would replace.
+"""What fresh samples from the CPU generator cost and adds, next to the dev pool it would replace.
 
-    HF_HUB_OFFLINE=1 python bench/distill_online.py [--rounds 3] [--prompts-per-round 8] [--candidates 4] \
+    HF_HUB_OFFLINE=1 python bench/distill_fresh.py [--rounds 3] [--prompts-per-round 8] [--candidates 4] \
         [--max-tokens 192] [--train] [--plot docs/distill_online.png]
 
 1. Teacher: Weaver fitted label-free on the dev set's ``--profile`` scores (non-test queries; the same
    split by query as ``bench/distill.py``).
-2. Online data: ``--rounds`` rounds of fresh GSM8K-train prompts (never a dev prompt) go through a
+2. Fresh samples: ``--rounds`` rounds of fresh GSM8K-train prompts (never a dev prompt) go through a
    Worker — SmolLM2-135M generator + the ``--profile`` verifiers, the path ``weaver distill --mode
-   online`` uses — and are scored by the teacher. Prints the wall time per prompt and the candidates'
+   fresh-samples`` uses — and are scored by the teacher. Prints the wall time per prompt and the candidates'
    label and teacher statistics beside the dev pool's.
-3. ``--train``: two context students from the same start and the same number of steps: ``online``
+3. ``--train``: two context students from the same start and the same number of steps: ``fresh-samples``
    (round r trains on round r's fresh queries only) and ``semi-online`` (the dev training queries, as
    many unseen pairs per epoch as a round holds). Both are evaluated on the dev test queries.
    The student never generates, so collecting the rounds first and then training on them round by
@@ -31,19 +31,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.distill import accuracy, argmax_picks, cached_scores, data_dir, teacher_and_split  # noqa: E402
+from bench.distill import accuracy, argmax_picks, cached_scores, data_dir  # noqa: E402
 from models.aggregators import WeaverAggregator  # noqa: E402
 from models.data import load_candidate_sets  # noqa: E402
-from models.distill.dataset import DistillQuery  # noqa: E402
+from models.distill.dataset import DistillQuery, teacher_and_split  # noqa: E402
 from models.distill.features import DEFAULT_CONTEXT_FEATURES  # noqa: E402
-from models.distill.regimes import OnlineSource, SemiOnlineSource  # noqa: E402
+from models.distill.regimes import FreshSampleSource, SemiOnlineSource  # noqa: E402
 from models.distill.report import plot_runs, write_log  # noqa: E402
 from models.distill.student import CrossEncoderStudent  # noqa: E402
 from models.distill.trainer import TrainConfig, TrainResult, predict_queries, train  # noqa: E402
 from models.metrics import auroc  # noqa: E402
 from workers.config import WorkerConfig  # noqa: E402
 from workers.contract import SamplingParams  # noqa: E402
-from workers.distill_online import OnlineCollector, read_prompts  # noqa: E402
+from workers.distill_fresh import FreshSampleCollector, read_prompts  # noqa: E402
 from workers.entry import Worker  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cheap", help="teacher verifiers (a workers profile)")
     parser.add_argument("--scores-cache", type=Path, default=None)
     parser.add_argument("--train", action="store_true", help="also train online vs semi-online students")
-    parser.add_argument("--online-cache", type=Path, default=None,
+    parser.add_argument("--fresh-cache", type=Path, default=None,
                         help="JSON file keeping the generated rounds (reused when rounds/prompts/candidates match)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
@@ -97,8 +97,8 @@ def main() -> None:
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log", type=Path, default=Path(".cache/bench-distill-online.json"))
-    parser.add_argument("--plot", type=Path, default=Path(".cache/bench-distill-online.png"))
+    parser.add_argument("--log", type=Path, default=Path(".cache/bench-distill-fresh.json"))
+    parser.add_argument("--plot", type=Path, default=Path(".cache/bench-distill-fresh.png"))
     args = parser.parse_args()
     import torch
 
@@ -106,8 +106,8 @@ def main() -> None:
 
     dev = load_candidate_sets(data_dir() / "gsm8k_gpt3_dev.jsonl")
     scored, note = cached_scores(args.scores_cache, dev, args.profile)
-    teacher, (train_q, val_q, test_q) = teacher_and_split(dev, scored, args.val_fraction, args.test_fraction,
-                                                          args.seed)
+    split = teacher_and_split(dev, scored, args.val_fraction, args.test_fraction, args.seed)
+    teacher, train_q, val_q, test_q = split.teacher, split.train, split.val, split.test
     print(f"teacher: Weaver {teacher.version} on {note}; dev split {len(train_q)}/{len(val_q)}/{len(test_q)}")
 
     default = WorkerConfig.default()
@@ -118,12 +118,12 @@ def main() -> None:
         "profiles": {args.profile: members}, "cache": {"memory_size": 0},
     })
     prompts = read_prompts(data_dir() / "gsm8k_train.jsonl", exclude=[cs.prompt for cs in dev])
-    collector = OnlineCollector(Worker.from_config(config), prompts, teacher, args.profile, args.candidates,
+    collector = FreshSampleCollector(Worker.from_config(config), prompts, teacher, args.profile, args.candidates,
                                 SamplingParams(temperature=0.8, max_tokens=args.max_tokens), seed=args.seed,
                                 seed_jobs=False)
     key = {"rounds": args.rounds, "prompts": args.prompts_per_round, "candidates": args.candidates,
            "max_tokens": args.max_tokens, "profile": args.profile, "teacher": teacher.version, "seed": args.seed}
-    rounds, round_s, loaded = load_rounds(args.online_cache, key)
+    rounds, round_s, loaded = load_rounds(args.fresh_cache, key)
     from_cache = bool(rounds)
     if not from_cache:
         start = time.perf_counter()
@@ -137,18 +137,18 @@ def main() -> None:
                 print(f"  round {r}: {len(rounds[-1])} prompts in {round_s[-1]:.1f} s", flush=True)
         finally:
             collector.close()
-        save_rounds(args.online_cache, key, rounds, round_s, loaded)
+        save_rounds(args.fresh_cache, key, rounds, round_s, loaded)
     fresh = [q for batch in rounds for q in batch]
     n_prompts = max(len(fresh), 1)
     print(f"\nworker start (generator + verifiers load): {loaded:.1f} s")
     print(f"{len(fresh)} prompts x {args.candidates} candidates ({args.max_tokens} new tokens max, T=0.8) in "
           f"{sum(round_s):.1f} s = {sum(round_s) / n_prompts:.1f} s per prompt; failed prompts: "
           f"{args.rounds * args.prompts_per_round - len(fresh)}"
-          + (f" (generated by an earlier run, read from {args.online_cache})" if from_cache else ""))
+          + (f" (generated by an earlier run, read from {args.fresh_cache})" if from_cache else ""))
     print(f"\n{'pool':30s} {'candidates':>10s} {'correct %':>9s} {'any correct %':>13s} {'teacher mean':>12s} "
           f"{'teacher>=0.5 %':>14s} {'teacher AUROC':>14s}")
     print(pool_row("dev train (GPT-3 candidates)", train_q))
-    print(pool_row("online (SmolLM2-135M)", fresh))
+    print(pool_row("fresh samples (SmolLM2-135M)", fresh))
 
     extra: dict[str, Any] = {"rounds_s": round_s, "load_s": loaded, "args": vars(args)}
     if not args.train:
@@ -158,7 +158,7 @@ def main() -> None:
     pairs_per_round = max(1, round(np.mean([sum(len(q.candidates) for q in b) for b in rounds])))
     cfg = TrainConfig(epochs=args.rounds, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                       patience=0, stop_on_hacking=False, seed=args.seed)
-    sources = {"online": OnlineSource(lambda r: rounds[r], args.rounds),
+    sources = {"fresh-samples": FreshSampleSource(lambda r: rounds[r], args.rounds),
                "semi-online": SemiOnlineSource(train_q, pairs_per_epoch=pairs_per_round)}
     results: dict[str, TrainResult] = {}
     weaver = WeaverAggregator(teacher)
@@ -187,7 +187,7 @@ def main() -> None:
     extra["rows"] = [dict(zip(("regime", "steps", "distinct_pairs", "train_s", "selection", "retention", "auroc",
                                 "best_step", "flags"), r, strict=True)) for r in rows]
     write_log(args.log, results, extra)
-    plot_runs(args.plot, results, title="GSM8K dev held-out: online (SmolLM2 candidates) vs semi-online (GPT-3)")
+    plot_runs(args.plot, results, title="GSM8K dev held-out: fresh samples (SmolLM2 candidates) vs semi-online (GPT-3)")
     print(f"\nwrote {args.log} and {args.plot}")
 
 

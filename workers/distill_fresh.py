@@ -1,4 +1,4 @@
-"""Online data for distillation: fresh candidates for new prompts, verified and scored by Weaver.
+"""Fresh samples for distillation: new candidates for new prompts, verified and scored by Weaver.
 
 Each round takes prompts the student has not seen, asks the Worker to generate N candidates per
 prompt and score them with the verifier profile (the same path a ``generate`` request takes), and
@@ -57,7 +57,7 @@ def read_prompts(path: str | Path, exclude: Iterable[str] = ()) -> list[PromptRo
     return rows
 
 
-class OnlineCollector:
+class FreshSampleCollector:
     """Generates and scores fresh queries round by round on one long-lived Worker (own event loop)."""
 
     def __init__(self, worker: Worker, prompts: Sequence[PromptRow], teacher: WeaverModel, profile: str | None,
@@ -79,7 +79,7 @@ class OnlineCollector:
     @classmethod
     def from_files(cls, prompts: str | Path, worker_config: str | Path | None, teacher: WeaverModel,
                    verifiers: str | None = None, candidates: int = 4, seed: int = 0,
-                   exclude_prompts: Iterable[str] = ()) -> OnlineCollector:
+                   exclude_prompts: Iterable[str] = ()) -> FreshSampleCollector:
         config = WorkerConfig.from_yaml(worker_config) if worker_config else WorkerConfig.default()
         collector = cls(Worker.from_config(config), read_prompts(prompts, exclude_prompts), teacher, verifiers,
                         candidates, seed=seed)
@@ -122,7 +122,7 @@ class OnlineCollector:
             labels = None
             if row.reference is not None:
                 labels = np.array([float(answers_equivalent(extract_answer(t), row.reference)) for t in texts])
-            out.append(DistillQuery(f"online-{round_index}-{row.id}", row.prompt, texts, posterior, labels))
+            out.append(DistillQuery(f"fresh-{round_index}-{row.id}", row.prompt, texts, posterior, labels))
             self.stats["prompts"] += 1
             self.stats["candidates"] += len(texts)
             self.stats["generation_s"] += result.timings.get("generation", 0.0)

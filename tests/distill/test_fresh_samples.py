@@ -1,4 +1,4 @@
-"""Online distillation data: fresh prompts through the real generator (SmolLM2) and verifiers."""
+"""Fresh-sample distillation data: new prompts through the real generator (SmolLM2) and verifiers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from models.distill.regimes import OnlineSource
+from models.distill.regimes import FreshSampleSource
 from models.weaver import WeaverModel
 from workers.config import WorkerConfig
 from workers.contract import SamplingParams
-from workers.distill_online import OnlineCollector, read_prompts
+from workers.distill_fresh import FreshSampleCollector, read_prompts
 
 
 def test_read_prompts_parses_gsm8k_references_and_excludes_held_out(tmp_path):
@@ -41,11 +41,11 @@ def test_collector_generates_scores_and_never_reuses_a_prompt(tmp_path):
                               ["answer_agreement", "math_check"])
     from workers.entry import Worker
 
-    collector = OnlineCollector(Worker.from_config(config), read_prompts(path), teacher, "cheap", candidates=2,
+    collector = FreshSampleCollector(Worker.from_config(config), read_prompts(path), teacher, "cheap", candidates=2,
                                 sampling=SamplingParams(temperature=0.8, max_tokens=32))
     collector.start()
     try:
-        source = OnlineSource(lambda r: collector.collect(r, 2), rounds=2)
+        source = FreshSampleSource(lambda r: collector.collect(r, 2), rounds=2)
         first = source.epoch(0, rng)
         second = source.epoch(1, rng)
     finally:
