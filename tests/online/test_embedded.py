@@ -41,12 +41,15 @@ def test_refit_thread_swaps_model_and_exports_gauges(
     try:
         for q, query in enumerate(queries[:60]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"r{q}"))
-        assert _wait(lambda: online.holder.model is not None), "no refit within 10 s"
+        assert _wait(lambda: registry.get_sample_value("weaver_model_version_sequence") == 1), "no refit in 10 s"
         assert swapped == [online.holder.model.version]  # type: ignore[union-attr]
-        assert online.note().startswith("online model ")
+        assert online.note().startswith("online model ") and "(v1, refit)" in online.note()
         assert registry.get_sample_value("weaver_model_refits_total", {"outcome": "published", "reason": ""}) == 1
         assert registry.get_sample_value("weaver_model_version_info",
-                                         {"version": swapped[0], "source": "online"}) == 1
+                                         {"version": swapped[0], "source": "refit"}) == 1
+        assert registry.get_sample_value("weaver_model_pinned") == 0
+        assert registry.get_sample_value("weaver_model_drift_distance", {"task": ""}) is None  # nothing to compare
+        assert registry.get_sample_value("weaver_model_drift_alarm", {"task": ""}) == 0
         assert registry.get_sample_value("weaver_model_cold_start") == 0
         acc = registry.get_sample_value("weaver_model_verifier_estimated_accuracy",
                                         {"verifier": "answer_agreement", "task": ""})
@@ -55,7 +58,8 @@ def test_refit_thread_swaps_model_and_exports_gauges(
                                          {"verifier": "answer_agreement", "task": ""}) is not None
         for q, query in enumerate(queries[60:110]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"s{q}"))
-        assert _wait(lambda: len(swapped) == 2), "second refit did not publish"
+        assert _wait(lambda: registry.get_sample_value("weaver_model_version_sequence") == 2), "no second refit"
+        assert len(swapped) == 2
         drift = registry.get_sample_value("weaver_model_drift_distance", {"task": ""})
         assert drift is not None and drift >= 0
         assert registry.get_sample_value("weaver_model_drift_alarm", {"task": ""}) == float(drift > 0.25)
