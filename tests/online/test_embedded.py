@@ -125,3 +125,20 @@ def test_record_from_job_result_keeps_versions_not_prompt() -> None:
     assert np.isnan(record.matrix[1, 0])
     assert record_from_result(job, result, log_prompts=True).prompt == "secret"  # type: ignore[union-attr]
     assert record_from_result(job, JobResult(id="x", status="error")) is None
+
+
+def test_online_cold_start_is_the_one_setting_for_an_attached_worker(caplog: object) -> None:
+    """online.cold_start decides what the worker's "weaver" aggregator falls back to; a different
+    aggregation.cold_start in the worker config is overridden, with a warning that says so."""
+    from workers.config import AggregationConfig, WorkerConfig
+    from workers.entry import Worker
+
+    worker = Worker(WorkerConfig(aggregation=AggregationConfig(cold_start="mean")))
+    online, _ = _online(cold_start="majority")
+    online.attach(worker)
+    assert worker.cold_start == "majority"
+    assert "cold start: majority" in online.note()
+    assert "overrides the worker's aggregation.cold_start mean" in caplog.text  # type: ignore[attr-defined]
+    untouched = Worker(WorkerConfig())
+    _online()[0].attach(untouched)
+    assert untouched.cold_start == "mean"

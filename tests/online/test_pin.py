@@ -166,3 +166,34 @@ def test_embedded_service_follows_a_rollback_without_restart(
         assert registry.get_sample_value("weaver_model_drift_distance", {"task": ""}) is not None
     finally:
         online.close()
+
+
+def test_drift_is_recorded_and_exported_per_task(dev_scored: tuple[list[QueryScores], list[np.ndarray]]) -> None:
+    """Each task model's drift is stored with the version, so every replica exports it from the store."""
+    from models.online import refit
+    from workers.online.metrics import OnlineMetrics
+
+    queries, _ = dev_scored
+    tasks = ["even" if i % 2 == 0 else "odd" for i in range(len(queries))]
+    records = records_from_matrices([q.matrix for q in queries], queries[0].verifier_names, tasks)
+    store = MemoryModelStore()
+    previous = None
+    for chunk in (records[:150], records[150:]):
+        outcome = refit(chunk, previous, by_task=True)
+        assert outcome.published, outcome.reasons
+        info = version_info(outcome.model, 0, "refit", len(chunk), outcome.drift.distance,
+                            task_drift=outcome.task_drift)
+        store.publish(outcome.model, info)
+        previous = outcome.model
+    assert set(outcome.task_drift) == {"even", "odd"}
+    served = store.info(outcome.model.version)
+    assert served is not None and set(served.task_drift) == {"even", "odd"} and served.drift is not None
+    registry = CollectorRegistry()
+    metrics = OnlineMetrics(registry, drift_alarm=0.0)
+    metrics.follow(outcome.model, store.pointer(), served)
+    for task in ("even", "odd"):
+        value = registry.get_sample_value("weaver_model_drift_distance", {"task": task})
+        assert value == pytest.approx(served.task_drift[task])
+        assert registry.get_sample_value("weaver_model_drift_alarm", {"task": task}) == float(value > 0.0)
+    assert registry.get_sample_value("weaver_model_drift_distance", {"task": ""}) == pytest.approx(served.drift)
+    assert registry.get_sample_value("weaver_model_version_sequence") == 2
