@@ -98,9 +98,9 @@ class OnlineLearning:
             keys = OnlineKeys(self.settings.prefix)
             self.score_log = RedisScoreLog(self.client, keys, self.settings.stream_maxlen)
             self.store: ModelStore = RedisModelStore(self.client, keys, self.settings.keep_versions)
-            self.subscriber = ModelSubscriber(self.client, keys, self._swap, poll_s=max(self.settings.poll_s, 1.0),
-                                              name=self.replica_id, on_pointer=self._apply,
-                                              on_poll=self.refresh_accuracy)
+            self.subscriber = ModelSubscriber(self.client, keys, lambda m: self._swap(m, self.subscriber.pointer),
+                                              poll_s=max(self.settings.poll_s, 1.0), name=self.replica_id,
+                                              on_pointer=self._apply, on_poll=self.refresh_accuracy)
             self.refitter = DistributedRefitter(self.client, keys, self.config, self.replica_id,
                                                 self.settings.lock_lease_ms, self.settings.poll_s, self.metrics)
             self.accuracy = RedisOnlineAccuracy(self.client, keys, self.settings.feedback_ttl_s)
@@ -205,13 +205,13 @@ class OnlineLearning:
                 model = self.learner.current
                 if model is not None and (self.holder.model is None or self.holder.model.version != model.version
                                           or self.holder.source == "cold_start"):
-                    self._swap(model)
+                    self._swap(model, pointer)
                 self._apply(pointer)
             return pointer
 
-    def _swap(self, model: WeaverModel) -> None:
+    def _swap(self, model: WeaverModel, pointer: Pointer | None) -> None:
         with self._follow_lock:
-            self.holder.swap(model, "pending")  # the pointer's source follows in _apply
+            self.holder.swap(model, pointer.source if pointer is not None else "seed")
             self._swapped = True
 
     def _apply(self, pointer: Pointer) -> None:

@@ -73,7 +73,12 @@ class ModelSubscriber:
                     log.exception("replica %s could not load model version %s; keeping %s", self.name,
                                   pointer.version, self.version)
                     return False
-                self.on_model(model)
+                previous, self.pointer = self.pointer, pointer  # set first: on_model may read what it serves
+                try:
+                    self.on_model(model)
+                except BaseException:
+                    self.pointer = previous  # not applied: the next sync tries again
+                    raise
                 self.version = pointer.version
                 self.swapped_at = time.time()
                 log.info("replica %s now serves model v%d %s (%s%s)", self.name, pointer.sequence, pointer.version,
