@@ -10,11 +10,13 @@ embedded (a thread) or distributed (Redis Streams, a lease lock, pub/sub publica
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -269,7 +271,7 @@ def estimated_accuracies(model: WeaverModel) -> dict[str, float]:
 
 # -- one refit ---------------------------------------------------------------------------------
 
-Outcome = Literal["published", "rejected"]
+Outcome = Literal["published", "rejected", "held"]  # held: passed the guardrails, but a pin keeps the served one
 
 
 @dataclass(frozen=True)
@@ -281,10 +283,20 @@ class RefitOutcome:
     n_queries: int
     fit_seconds: float
     task_reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-task models dropped
+    task_drift: dict[str, Drift] = field(default_factory=dict)  # per task model, against the previous one
 
     @property
     def published(self) -> bool:
         return self.outcome == "published"
+
+    @property
+    def passed(self) -> bool:
+        """The fit passed its guardrails (published, or held back by a pin)."""
+        return self.outcome != "rejected"
+
+    def held(self, why: str) -> RefitOutcome:
+        """This outcome, not published because a pinned version holds."""
+        return replace(self, outcome="held", reasons=(f"pinned: {why}",))
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
@@ -319,6 +331,8 @@ def refit(
                 model.by_task[key] = prior_task
             else:
                 del model.by_task[key]
+    task_drift = {key: drift(previous.by_task.get(key) if previous is not None else None, sub)
+                  for key, sub in model.by_task.items()}
     return RefitOutcome(
         outcome="rejected" if reasons else "published",
         model=model,
@@ -327,6 +341,7 @@ def refit(
         n_queries=len(records),
         fit_seconds=time.perf_counter() - start,
         task_reasons=task_reasons,
+        task_drift={key: d for key, d in task_drift.items() if not np.isnan(d.distance)},
     )
 
 
@@ -363,11 +378,12 @@ class VersionInfo:
     sequence: int
     version: str  # WeaverModel.version (content hash)
     created_at: float
-    source: str  # "refit", "rollback", "seed"
+    source: str  # "refit", "seed"
     n_queries: int
-    drift: float | None
+    drift: float | None  # against the version it replaced when it was fitted (None: nothing to compare)
     tasks: tuple[str, ...] = ()
     note: str = ""
+    task_drift: dict[str, float] = field(default_factory=dict)  # per task model, like ``drift``
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -381,39 +397,187 @@ class VersionInfo:
             source=str(data["source"]), n_queries=int(data["n_queries"]),
             drift=None if data.get("drift") is None else float(data["drift"]),
             tasks=tuple(data.get("tasks") or ()), note=str(data.get("note", "")),
+            task_drift={str(k): float(v) for k, v in (data.get("task_drift") or {}).items()},
         )
 
 
 def version_info(model: WeaverModel, sequence: int, source: str, n_queries: int,
-                 drift_distance: float | None = None, note: str = "") -> VersionInfo:
+                 drift_distance: float | None = None, note: str = "",
+                 task_drift: dict[str, Drift] | None = None) -> VersionInfo:
     distance = None if drift_distance is None or np.isnan(drift_distance) else float(drift_distance)
+    per_task = {k: float(d.distance) for k, d in (task_drift or {}).items() if not np.isnan(d.distance)}
     return VersionInfo(sequence=sequence, version=model.version, created_at=time.time(), source=source,
-                       n_queries=n_queries, drift=distance, tasks=tuple(sorted(model.by_task)), note=note)
+                       n_queries=n_queries, drift=distance, tasks=tuple(sorted(model.by_task)), note=note,
+                       task_drift=per_task)
+
+
+PinPolicy = Literal["hold", "fresh_window"]
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Which version every replica serves, how it got there, and whether a rollback pinned it.
+
+    ``source`` is "refit" (a refit published it), "rollback" (an operator pointed back at it) or "seed"
+    (set directly, e.g. a shipped model). A pinned pointer is not moved by refits unless the pin policy
+    allows it (``pin_allows``); only an operator's unpin, another rollback or such a refit moves it.
+    """
+
+    version: str
+    sequence: int
+    source: str
+    published_at: float
+    pinned: bool = False
+    pinned_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pointer:
+        pinned_at = data.get("pinned_at")
+        return cls(version=str(data["version"]), sequence=int(data.get("sequence") or 0),
+                   source=str(data.get("source") or "refit"), published_at=float(data.get("published_at") or 0.0),
+                   pinned=bool(data.get("pinned", False)), pinned_at=None if pinned_at is None else float(pinned_at))
+
+
+def pin_allows(pointer: Pointer | None, policy: PinPolicy, window_start: float | None) -> bool:
+    """May a refit that passed its guardrails replace the served version?
+
+    Unpinned: always. Pinned under ``hold``: never (an operator unpins). Pinned under ``fresh_window``:
+    only a fit whose whole window was logged after the pin, so none of the traffic the operator rolled
+    back from is in it.
+    """
+    if pointer is None or not pointer.pinned:
+        return True
+    if policy == "fresh_window":
+        return window_start is not None and pointer.pinned_at is not None and window_start > pointer.pinned_at
+    return False
 
 
 class ModelStore(Protocol):
-    """Where versions live: a directory (embedded), Redis (distributed, ``workers.online``)."""
+    """Where versions live: a directory (embedded), memory, or Redis (distributed, ``workers.online``)."""
 
     def put(self, model: WeaverModel, info: VersionInfo) -> None: ...
     def get(self, version: str) -> WeaverModel: ...
     def versions(self) -> list[VersionInfo]: ...
+    def info(self, version: str) -> VersionInfo | None: ...
+    def pointer(self) -> Pointer | None: ...
     def current(self) -> str | None: ...
     def set_current(self, version: str) -> None: ...
+    def publish(self, model: WeaverModel, info: VersionInfo, pin_policy: PinPolicy = "hold",
+                window_start: float | None = None) -> VersionInfo | None: ...
+    def rollback(self, version: str) -> Pointer: ...
+    def unpin(self) -> Pointer | None: ...
 
 
 class VersionNotFound(KeyError):
     pass
 
 
-class MemoryModelStore:
+class _PointerRules:
+    """The pointer transitions shared by the memory and directory stores (Redis: ``workers.online.store``).
+
+    Subclasses provide ``_locked`` (mutual exclusion over the pointer and the index), ``_read_pointer``,
+    ``_write_pointer``, ``_store`` (artifact + index, no pointer move) and ``_has``.
+    """
+
+    def _locked(self) -> Any:
+        raise NotImplementedError
+
+    def _read_pointer(self) -> Pointer | None:
+        raise NotImplementedError
+
+    def _write_pointer(self, pointer: Pointer) -> None:
+        raise NotImplementedError
+
+    def _store(self, model: WeaverModel, info: VersionInfo) -> None:
+        raise NotImplementedError
+
+    def _has(self, version: str) -> bool:
+        raise NotImplementedError
+
+    def versions(self) -> list[VersionInfo]:
+        raise NotImplementedError
+
+    def info(self, version: str) -> VersionInfo | None:
+        match = [i for i in self.versions() if i.version == version]
+        return match[-1] if match else None
+
+    def pointer(self) -> Pointer | None:
+        return self._read_pointer()
+
+    def current(self) -> str | None:
+        pointer = self._read_pointer()
+        return pointer.version if pointer is not None else None
+
+    def set_current(self, version: str) -> None:
+        """Serve a kept version, unpinned (seeding a store; a rollback is ``rollback``)."""
+        with self._locked():
+            if not self._has(version):
+                raise VersionNotFound(version)
+            info = self.info(version)
+            self._write_pointer(Pointer(version, info.sequence if info else 0, info.source if info else "seed",
+                                        time.time()))
+
+    def publish(self, model: WeaverModel, info: VersionInfo, pin_policy: PinPolicy = "hold",
+                window_start: float | None = None) -> VersionInfo | None:
+        """Store a refit and make it current, unless a pin holds (then nothing is stored: None)."""
+        with self._locked():
+            if not pin_allows(self._read_pointer(), pin_policy, window_start):
+                return None
+            sequence = max((i.sequence for i in self.versions()), default=0) + 1
+            published = replace(info, sequence=sequence)
+            self._store(model, published)
+            self._write_pointer(Pointer(model.version, sequence, published.source, time.time()))
+            return published
+
+    def rollback(self, version: str) -> Pointer:
+        """Serve a kept version again and pin it, so the refit loop does not replace it."""
+        with self._locked():
+            if not self._has(version):
+                raise VersionNotFound(version)
+            info = self.info(version)
+            now = time.time()
+            pointer = Pointer(version, info.sequence if info else 0, "rollback", now, pinned=True, pinned_at=now)
+            self._write_pointer(pointer)
+            return pointer
+
+    def unpin(self) -> Pointer | None:
+        """Let refits replace the served version again (it keeps serving until one passes)."""
+        with self._locked():
+            pointer = self._read_pointer()
+            if pointer is None or not pointer.pinned:
+                return pointer
+            unpinned = replace(pointer, pinned=False)
+            self._write_pointer(unpinned)
+            return unpinned
+
+
+class MemoryModelStore(_PointerRules):
     """Versions in a dict (tests, and embedded mode without a model directory)."""
 
     def __init__(self, keep: int = 20) -> None:
         self.keep = keep
         self._models: dict[str, WeaverModel] = {}
         self._infos: list[VersionInfo] = []
-        self._current: str | None = None
-        self._lock = threading.Lock()
+        self._pointer: Pointer | None = None
+        self._lock = threading.RLock()
+
+    def _locked(self) -> threading.RLock:
+        return self._lock
+
+    def _read_pointer(self) -> Pointer | None:
+        return self._pointer
+
+    def _write_pointer(self, pointer: Pointer) -> None:
+        self._pointer = pointer
+
+    def _has(self, version: str) -> bool:
+        return version in self._models
+
+    def _store(self, model: WeaverModel, info: VersionInfo) -> None:
+        self.put(model, info)
 
     def put(self, model: WeaverModel, info: VersionInfo) -> None:
         with self._lock:
@@ -422,8 +586,9 @@ class MemoryModelStore:
             self._prune()
 
     def _prune(self) -> None:
+        current = self.current()
         while len(self._infos) > self.keep:
-            oldest = next((i for i in self._infos if i.version != self._current), None)
+            oldest = next((i for i in self._infos if i.version != current), None)
             if oldest is None:
                 return
             self._infos.remove(oldest)
@@ -439,32 +604,55 @@ class MemoryModelStore:
         with self._lock:
             return list(self._infos)
 
-    def current(self) -> str | None:
-        return self._current
 
-    def set_current(self, version: str) -> None:
-        if version not in self._models:
-            raise VersionNotFound(version)
-        self._current = version
-
-
-class DirectoryModelStore:
+class DirectoryModelStore(_PointerRules):
     """Versions as ``<dir>/<version>.json`` artifacts, ``index.jsonl`` metadata and a ``CURRENT`` pointer.
 
-    The pointer is replaced atomically (write then rename), so a reader never sees half a pointer.
+    Files are replaced atomically (write then rename), so a reader never sees half a pointer; writers
+    (the serving process's refits, ``weaver models rollback|unpin``) take an exclusive ``flock`` on
+    ``.lock``, so a rollback and a refit can never interleave. ``CURRENT`` holds the pointer as JSON (a
+    bare version, written by older releases, still reads).
     """
 
     def __init__(self, root: str | Path, keep: int = 50) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        with self._lock:  # reentrant within this process; the flock is taken by the outermost holder only
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with open(self.root / ".lock", "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _index_path(self) -> Path:
         return self.root / "index.jsonl"
 
+    def _has(self, version: str) -> bool:
+        return (self.root / f"{version}.json").exists()
+
+    def _store(self, model: WeaverModel, info: VersionInfo) -> None:
+        self.put(model, info)
+
     def put(self, model: WeaverModel, info: VersionInfo) -> None:
-        with self._lock:
+        with self._locked():
             tmp = self.root / f".{info.version}.json.tmp"
             model.save(tmp)
             tmp.replace(self.root / f"{info.version}.json")
@@ -490,18 +678,23 @@ class DirectoryModelStore:
             return []
         return [VersionInfo.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
-    def current(self) -> str | None:
+    def _read_pointer(self) -> Pointer | None:
         path = self.root / "CURRENT"
-        return path.read_text().strip() or None if path.exists() else None
+        text = path.read_text().strip() if path.exists() else ""
+        if not text:
+            return None
+        if text.startswith("{"):
+            return Pointer.from_json(json.loads(text))
+        info = self.info(text)  # a bare version (older releases)
+        return Pointer(text, info.sequence if info else 0, info.source if info else "refit",
+                       path.stat().st_mtime)
 
-    def set_current(self, version: str) -> None:
-        if not (self.root / f"{version}.json").exists():
-            raise VersionNotFound(version)
-        _atomic_write(self.root / "CURRENT", version + "\n")
+    def _write_pointer(self, pointer: Pointer) -> None:
+        _atomic_write(self.root / "CURRENT", json.dumps(pointer.to_json()) + "\n")
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -511,12 +704,9 @@ def next_sequence(store: ModelStore) -> int:
     return max((i.sequence for i in infos), default=0) + 1
 
 
-def rollback(store: ModelStore, version: str) -> VersionInfo:
-    """Point the store back at a kept version; returns its metadata."""
-    model = store.get(version)
-    store.set_current(version)
-    match = [i for i in store.versions() if i.version == version]
-    return match[-1] if match else version_info(model, next_sequence(store), "rollback", model.report.n_queries)
+def rollback(store: ModelStore, version: str) -> Pointer:
+    """Point the store back at a kept version and pin it there; returns the new pointer."""
+    return store.rollback(version)
 
 
 def resolve_version(store: ModelStore, ref: str) -> str:
@@ -547,13 +737,15 @@ class OnlineConfig:
     ring_capacity: int = 10000
     log_prompts: bool = False
     drift_alarm: float = 0.25  # a drift distance above this raises weaver_model_drift_alarm
+    pin_policy: PinPolicy = "hold"  # what a rollback's pin lets through (``pin_allows``)
 
 
 class OnlineLearner:
     """The embedded refit state machine. Thread-safe; the caller decides which thread runs ``refit``.
 
     ``observe`` is cheap (append to the ring); ``maybe_refit`` fits when the policy says so and, when
-    the guardrails pass, stores the new version and makes it current.
+    the guardrails pass and no pin holds, stores the new version and makes it current. The store's
+    pointer is the truth: ``sync`` follows it when another process (``weaver models rollback``) moved it.
     """
 
     def __init__(self, config: OnlineConfig | None = None, store: ModelStore | None = None) -> None:
@@ -565,12 +757,24 @@ class OnlineLearner:
         self._seen_at_last_fit = 0
         self._last_fit_time = time.time()
         self.current: WeaverModel | None = None
-        current = self.store.current()
-        if current is not None:
-            self.current = self.store.get(current)
-        elif (prior := self.config.cold_start.load()) is not None:
+        self.pointer: Pointer | None = None
+        if self.sync() is None and (prior := self.config.cold_start.load()) is not None:
             self.current = prior
         self.history: list[RefitOutcome] = []
+
+    def sync(self) -> Pointer | None:
+        """Read the store's pointer and load its version if it is not the one held; returns the pointer."""
+        pointer = self.store.pointer()
+        if pointer is None:
+            return None
+        with self._lock:
+            held = self.current.version if self.current is not None else None
+        model = self.store.get(pointer.version) if pointer.version != held else None
+        with self._lock:
+            if model is not None:
+                self.current = model
+            self.pointer = pointer
+        return pointer
 
     def observe(self, record: ScoreRecord) -> None:
         if record.prompt is not None and not self.config.log_prompts:
@@ -591,18 +795,25 @@ class OnlineLearner:
             records = self.ring.window(self.config.policy.window)
             if not records:
                 return None
+            self.sync()  # judge against what is served now (an operator may have rolled back)
             outcome = refit(records, self.current, self.config.weaver, self.config.guardrails,
                             self.config.policy.by_task)
+            if outcome.published:
+                info = version_info(outcome.model, 0, "refit", outcome.n_queries, outcome.drift.distance,
+                                    task_drift=outcome.task_drift)
+                window_start = min(r.timestamp for r in records)
+                if self.store.publish(outcome.model, info, self.config.pin_policy, window_start) is None:
+                    pointer = self.store.pointer()
+                    outcome = outcome.held(f"v{pointer.sequence if pointer else 0} pinned by a rollback "
+                                           f"(pin_policy {self.config.pin_policy})")
+                else:
+                    with self._lock:
+                        self.current = outcome.model
             with self._lock:
                 self._seen_at_last_fit = seen
                 self._last_fit_time = time.time()
                 self.history.append(outcome)
-                if outcome.published:
-                    info = version_info(outcome.model, next_sequence(self.store), "refit", outcome.n_queries,
-                                        outcome.drift.distance)
-                    self.store.put(outcome.model, info)
-                    self.store.set_current(outcome.model.version)
-                    self.current = outcome.model
+            self.sync()
             return outcome
         finally:
             self._fit_lock.release()
@@ -612,10 +823,8 @@ class OnlineLearner:
 
     def rollback(self, version: str) -> WeaverModel:
         rollback(self.store, version)
-        model = self.store.get(version)
-        with self._lock:
-            self.current = model
-        return model
+        self.sync()
+        return self.store.get(version)
 
 
 def records_from_matrices(

@@ -1,7 +1,9 @@
-"""``weaver models list|show|rollback`` (published label-model versions) and ``weaver online replay``.
+"""``weaver models list|show|rollback|unpin`` (published label-model versions) and ``weaver online replay``.
 
-A store is a directory (embedded mode's ``online.model_dir``) or a Redis URL (distributed mode; a
-rollback there is announced, and every replica swaps within its subscriber's reaction time).
+A store is a directory (embedded mode's ``online.model_dir``) or a Redis URL (distributed mode). A
+rollback moves the store's pointer and pins it: replicas follow the pointer (Redis: announced on
+pub/sub; a directory: re-read every 0.2 s by the serving process), and refits do not replace a pinned
+version unless ``online.pin_policy`` allows it; ``unpin`` lets them again.
 """
 
 from __future__ import annotations
@@ -38,18 +40,43 @@ def open_store(store: str, prefix: str = "weaver") -> Any:
     return DirectoryModelStore(store)
 
 
+def _other_prefixes(model_store: Any) -> list[str]:
+    """Prefixes on the same Redis that do hold versions (when the one asked for holds none)."""
+    from workers.online.store import RedisModelStore, prefixes_with_versions
+
+    if not isinstance(model_store, RedisModelStore):
+        return []
+    return [p for p in prefixes_with_versions(model_store.client) if p != model_store.keys.prefix]
+
+
+def _empty(model_store: Any, store: str) -> str:
+    others = _other_prefixes(model_store)
+    if others:
+        return (f"no versions under prefix {model_store.keys.prefix!r} in {store}; versions exist under "
+                f"{', '.join(repr(p) for p in others)} (pass --prefix or set WEAVER_QUEUE__PREFIX)")
+    return "no versions yet (the service serves its cold-start prior)"
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _resolve(model_store: Any, ref: str) -> str:
+def _resolve(model_store: Any, ref: str, store: str = "") -> str:
     from models.online import VersionNotFound, resolve_version
 
     try:
         return resolve_version(model_store, ref)
     except (VersionNotFound, ValueError) as exc:
-        typer.echo(f"error: no unique version {ref!r} ({exc})", err=True)
+        hint = f"; {_empty(model_store, store)}" if not model_store.versions() else ""
+        typer.echo(f"error: no unique version {ref!r} ({exc}){hint}", err=True)
         raise typer.Exit(2) from None
+
+
+def _pointer_text(pointer: Any) -> str:
+    if pointer is None:
+        return "no version served yet (cold-start prior)"
+    pin = ", pinned" if pointer.pinned else ""
+    return f"serving v{pointer.sequence} {pointer.version} ({pointer.source}{pin}, since {_when(pointer.published_at)})"
 
 
 @models_app.command("list")
@@ -61,9 +88,11 @@ def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = 
 
     model_store = open_store(store, prefix)
     infos = model_store.versions()
-    current = model_store.current()
+    pointer = model_store.pointer()
+    current = pointer.version if pointer is not None else None
     if as_json:
-        typer.echo(json.dumps({"current": current, "versions": [i.to_json() for i in infos]}, indent=2))
+        typer.echo(json.dumps({"current": current, "pointer": pointer.to_json() if pointer else None,
+                               "versions": [i.to_json() for i in infos]}, indent=2))
         return
     table = Table(title=f"label-model versions in {store}")
     for col in ("", "seq", "version", "created", "source", "queries", "drift", "tasks", "note"):
@@ -74,7 +103,9 @@ def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = 
                       "-" if info.drift is None else f"{info.drift:.3f}", ",".join(info.tasks), info.note)
     Console().print(table)
     if not infos:
-        typer.echo("no versions yet (the service serves its cold-start prior)")
+        typer.echo(_empty(model_store, store))
+    else:
+        typer.echo(_pointer_text(pointer))
 
 
 @models_app.command("show")
@@ -86,7 +117,7 @@ def show_version(version: Annotated[str, typer.Argument(help="version hash, pref
     from rich.table import Table
 
     model_store = open_store(store, prefix)
-    full = _resolve(model_store, version)
+    full = _resolve(model_store, version, store)
     model = model_store.get(full)
     if as_json:
         typer.echo(json.dumps(model.to_json(), indent=2, default=lambda v: v.item()))
@@ -111,13 +142,30 @@ def show_version(version: Annotated[str, typer.Argument(help="version hash, pref
 @models_app.command("rollback")
 def rollback_version(version: Annotated[str, typer.Argument(help="version hash, prefix, or sequence (v3)")],
                      store: StoreOption = ".weaver/models", prefix: PrefixOption = "weaver") -> None:
-    """Serve a kept version again (replicas following a Redis store swap to it at once)."""
+    """Serve a kept version again and pin it: every replica swaps within a second, and refits do not
+    replace it unless online.pin_policy allows (hold: until `weaver models unpin`)."""
     from models.online import rollback
 
     model_store = open_store(store, prefix)
-    full = _resolve(model_store, version)
-    info = rollback(model_store, full)
-    typer.echo(f"now serving v{info.sequence} ({full})")
+    full = _resolve(model_store, version, store)
+    pointer = rollback(model_store, full)
+    typer.echo(f"now serving v{pointer.sequence} ({full}), pinned: refits do not replace it until "
+               "`weaver models unpin` (online.pin_policy: hold) or a refit on a window logged entirely after now "
+               "(online.pin_policy: fresh_window)")
+
+
+@models_app.command("unpin")
+def unpin_version(store: StoreOption = ".weaver/models", prefix: PrefixOption = "weaver") -> None:
+    """Let refits replace the served version again (it keeps serving until a refit passes its guardrails)."""
+    model_store = open_store(store, prefix)
+    before = model_store.pointer()
+    if before is None:
+        typer.echo(f"error: {_empty(model_store, store)}", err=True)
+        raise typer.Exit(2)
+    if not before.pinned:
+        typer.echo(f"nothing pinned; {_pointer_text(before)}")
+        return
+    typer.echo(f"unpinned; {_pointer_text(model_store.unpin())}")
 
 
 @online_app.command("replay")
@@ -173,33 +221,52 @@ def replay_cmd(
 
 
 def write_replay_plot(result: Any, path: Path, title: str = "") -> None:
+    import matplotlib.pyplot as plt
+
+    fig = replay_figure(result, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replay_figure(result: Any, title: str = "") -> Any:
+    """Accuracy (top) and per-verifier label-free rates (bottom) against queries seen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seen = [p.seen for p in result.points]
+    # every curve runs to the last query, like the headline figures: the version after the last refit serves
+    # until the end, and the prequential accuracy counts every query
+    total = len(result.order)
+    seen = [p.seen for p in result.points] + [total]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    top.plot(seen, [100 * p.whole_set_accuracy for p in result.points], "o-", label="online model, whole set")
-    top.plot(seen, [100 * p.prequential_accuracy for p in result.points], "s--", label="served so far (prequential)")
+    top.plot(seen, [100 * p.whole_set_accuracy for p in result.points] + [100 * result.online_accuracy], "o-",
+             drawstyle="steps-post", label="online model, whole set")
+    top.plot(seen, [100 * p.prequential_accuracy for p in result.points] + [100 * result.prequential_accuracy],
+             "s--", label="served so far (prequential)")
     top.axhline(100 * result.offline_accuracy, color="gray", linestyle=":", label="offline fit on all")
     top.set_ylabel("selection accuracy (%)")
     top.legend(loc="lower right")
     top.set_title(title)
     names = sorted({name for p in result.points for name in p.estimated_accuracy})
-    for name in names:
-        line, = bottom.plot(seen, [p.estimated_accuracy.get(name, float("nan")) for p in result.points], "o-",
-                            label=f"{name} est. accuracy")
-        bottom.plot(seen, [p.positive_rate.get(name, float("nan")) for p in result.points], ":",
-                    color=line.get_color(), label=f"{name} positive rate")
+    markers = "osD^vPX*<>"
+    for k, name in enumerate(names):
+        # hollow markers shrinking with k, so verifiers whose curves coincide stay visible (nested rings)
+        style = {"marker": markers[k % len(markers)], "markersize": 10 - 6 * k / max(len(names) - 1, 1),
+                 "markerfacecolor": "none", "drawstyle": "steps-post"}
+        acc = [p.estimated_accuracy.get(name, float("nan")) for p in result.points]
+        line, = bottom.plot(seen, acc + acc[-1:], "-", linewidth=2.5 - 1.5 * k / max(len(names) - 1, 1),
+                            label=f"{name} est. accuracy", **style)
+        rate = [p.positive_rate.get(name, float("nan")) for p in result.points]
+        bottom.plot(seen, rate + rate[-1:], ":", color=line.get_color(), label=f"{name} positive rate", **style)
+    bottom.set_xlim(0, total)
     bottom.set_xlabel("queries seen")
     bottom.set_ylabel("per-verifier rate (label-free)")
     bottom.set_ylim(0, 1.02)
     bottom.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def register(app: typer.Typer) -> None:

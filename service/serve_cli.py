@@ -54,6 +54,11 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="serve this worker's Prometheus metrics on this port")
     ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option("--metrics-host", envvar="WEAVER_METRICS_HOST",
+                                 help="interface the metrics port binds (default: the `host` setting, like the "
+                                      "gateway: 127.0.0.1 unless the config or WEAVER_HOST says otherwise)")
+    ] = None,
 ) -> None:
     """Consume jobs from Redis until SIGTERM; then finish or hand back in-flight jobs and exit."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,7 +70,7 @@ def worker(
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
+        start_http_server(metrics_port, addr=metrics_host or settings.host)
     q = settings.queue
     processed = asyncio.run(
         run_redis_worker(

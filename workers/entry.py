@@ -89,6 +89,7 @@ class Worker:
         self._cache: ScoreCache | None = None
         self._generator: Any = None
         self._weaver: WeaverModel | None = None
+        self._cold_start: str = config.aggregation.cold_start
         self._extra_aggregators: dict[str, RankFunction] = {}
         self._plans: dict[str, ScoringPlan] = {}
         self._started = False
@@ -211,8 +212,19 @@ class Worker:
     def weaver_model(self) -> WeaverModel | None:
         return self._weaver
 
+    def set_cold_start(self, name: str) -> None:
+        """The aggregator "weaver" falls back to before a model exists. Online learning sets it from
+        ``online.cold_start`` when attached, so one setting decides what responses and /v1/online say."""
+        if name not in ("mean", "majority"):
+            raise ValueError(f"cold start must be mean or majority, not {name!r}")
+        self._cold_start = name
+
+    @property
+    def cold_start(self) -> str:
+        return self._cold_start
+
     def cold_start_rank(self, query: QueryScores) -> Ranking:
-        return self._cold(self.config.aggregation.cold_start, query)
+        return self._cold(self._cold_start, query)
 
     # -- the job --------------------------------------------------------------------------------
     async def run(self, job: Job) -> JobResult:
@@ -333,12 +345,12 @@ class Worker:
             root = self._weaver  # read the reference once: a concurrent swap must not mix two versions
             model = root.for_task(job.task) if root is not None else None
             if model is None:
-                cold = self.config.aggregation.cold_start
+                cold = self._cold_start
                 return self._cold(cold, query), f"cold start: no Weaver model fitted yet; used {cold}", None
             overlap = [n for n in query.verifier_names if n in model.verifier_names
                        and model.kept[model.verifier_names.index(n)]]
             if not overlap:
-                cold = self.config.aggregation.cold_start
+                cold = self._cold_start
                 return (self._cold(cold, query),
                         f"the Weaver model {model.version} keeps none of these verifiers; used {cold}", None)
             ranking = WeaverAggregator(model).rank(query)

@@ -88,14 +88,14 @@ def test_two_gateways_two_workers_share_refits(
         time.sleep(1.5)  # time for any duplicate refit to show up
         refits = _refits(redis_client, prefix)
         assert len(refits) == 1, refits
-        assert refits[0]["outcome"] == "published" and refits[0]["version"] == pointer["version"]
+        assert refits[0]["outcome"] == "published" and refits[0]["version"] == pointer.version
         assert len(store.versions()) == 1
         serving = _serving(redis_client, prefix)
         for name in REPLICAS:
-            assert serving[name]["version"] == pointer["version"], (name, serving[name])
-            assert serving[name]["at"] - pointer["published_at"] < 1.0, (name, serving[name], pointer)
-        first_version = pointer["version"]
-        lags = [serving[n]["at"] - pointer["published_at"] for n in REPLICAS]
+            assert serving[name]["version"] == pointer.version, (name, serving[name])
+            assert serving[name]["at"] - pointer.published_at < 1.0, (name, serving[name], pointer)
+        first_version = pointer.version
+        lags = [serving[n]["at"] - pointer.published_at for n in REPLICAS]
         print(f"\nfirst publication by {refits[0]['replica']}: replicas swapped after "
               + ", ".join(f"{1000 * lag:.0f} ms" for lag in lags))
 
@@ -111,20 +111,20 @@ def test_two_gateways_two_workers_share_refits(
             assert state["version"] == first_version, name
 
         # the lease (1 s) runs out and another replica refits and publishes
-        second = _wait(lambda: (p := store.pointer()) and p["version"] != first_version and p, 15,
+        second = _wait(lambda: (p := store.pointer()) and p.version != first_version and p, 15,
                        "another replica to refit after the kill")
         refits = _wait(lambda: (r := _refits(redis_client, prefix)) and len(r) >= 2 and r, 5, "the refit record")
         assert len(refits) == 2, refits  # the killed replica recorded nothing
-        assert refits[1]["replica"] != staller and refits[1]["version"] == second["version"]
+        assert refits[1]["replica"] != staller and refits[1]["version"] == second.version
         time.sleep(1.0)
         serving = _serving(redis_client, prefix)
         for name in REPLICAS:
             if name == staller:
                 continue
-            assert serving[name]["version"] == second["version"], (name, serving[name])
-            assert serving[name]["at"] - second["published_at"] < 1.0, (name, serving[name], second)
+            assert serving[name]["version"] == second.version, (name, serving[name])
+            assert serving[name]["at"] - second.published_at < 1.0, (name, serving[name], second)
         assert [i.sequence for i in store.versions()] == [1, 2]
-        lags = [serving[n]["at"] - second["published_at"] for n in REPLICAS if n != staller]
+        lags = [serving[n]["at"] - second.published_at for n in REPLICAS if n != staller]
         print(f"killed {staller} mid-fit; {refits[1]['replica']} refitted; survivors swapped after "
               + ", ".join(f"{1000 * lag:.0f} ms" for lag in lags))
     finally:

@@ -110,18 +110,19 @@ def test_gateways_and_workers_share_one_refit(
         assert sorted(refits) == [0.0, 0.0, 0.0, 1.0], refits  # exactly one replica refitted
         for text in scrapes:
             assert _metric(text, "weaver_model_version_info",
-                           f'{{source="online",version="{pointer["version"]}"}}') == 1.0
+                           f'{{source="refit",version="{pointer.version}"}}') == 1.0
+            assert _metric(text, "weaver_model_version_sequence") == 1.0
             swapped = _metric(text, "weaver_model_swap_timestamp_seconds")
-            assert swapped is not None and swapped - pointer["published_at"] < 1.0
+            assert swapped is not None and swapped - pointer.published_at < 1.0
         for gw in gateways:
             status = gw.get("/v1/online").json()
-            assert status["serving"] == pointer["version"] and status["mode"] == "redis"
+            assert status["serving"] == pointer.version and status["mode"] == "redis"
         # the workers rank with it: the next requests through either gateway report the new version
         for i, cs in enumerate(sets[60:64]):
             report = gateways[i % 2].post("/v1/rerank", json={
                 "query": cs.prompt, "documents": [c.text for c in cs.candidates]}).json()["verification"]
-            assert report["aggregator_version"] == pointer["version"], report["note"]
-        lags = [_metric(t, "weaver_model_swap_timestamp_seconds") - pointer["published_at"] for t in scrapes]  # type: ignore[operator]
+            assert report["aggregator_version"] == pointer.version, report["note"]
+        lags = [_metric(t, "weaver_model_swap_timestamp_seconds") - pointer.published_at for t in scrapes]  # type: ignore[operator]
         print("\nswap lag after publication (gw0, gw1, wk0, wk1): " + ", ".join(f"{1000 * x:.0f} ms" for x in lags))
     finally:
         for gw in gateways:

@@ -41,12 +41,15 @@ def test_refit_thread_swaps_model_and_exports_gauges(
     try:
         for q, query in enumerate(queries[:60]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"r{q}"))
-        assert _wait(lambda: online.holder.model is not None), "no refit within 10 s"
+        assert _wait(lambda: registry.get_sample_value("weaver_model_version_sequence") == 1), "no refit in 10 s"
         assert swapped == [online.holder.model.version]  # type: ignore[union-attr]
-        assert online.note().startswith("online model ")
+        assert online.note().startswith("online model ") and "(v1, refit)" in online.note()
         assert registry.get_sample_value("weaver_model_refits_total", {"outcome": "published", "reason": ""}) == 1
         assert registry.get_sample_value("weaver_model_version_info",
-                                         {"version": swapped[0], "source": "online"}) == 1
+                                         {"version": swapped[0], "source": "refit"}) == 1
+        assert registry.get_sample_value("weaver_model_pinned") == 0
+        assert registry.get_sample_value("weaver_model_drift_distance", {"task": ""}) is None  # nothing to compare
+        assert registry.get_sample_value("weaver_model_drift_alarm", {"task": ""}) == 0
         assert registry.get_sample_value("weaver_model_cold_start") == 0
         acc = registry.get_sample_value("weaver_model_verifier_estimated_accuracy",
                                         {"verifier": "answer_agreement", "task": ""})
@@ -55,7 +58,8 @@ def test_refit_thread_swaps_model_and_exports_gauges(
                                          {"verifier": "answer_agreement", "task": ""}) is not None
         for q, query in enumerate(queries[60:110]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"s{q}"))
-        assert _wait(lambda: len(swapped) == 2), "second refit did not publish"
+        assert _wait(lambda: registry.get_sample_value("weaver_model_version_sequence") == 2), "no second refit"
+        assert len(swapped) == 2
         drift = registry.get_sample_value("weaver_model_drift_distance", {"task": ""})
         assert drift is not None and drift >= 0
         assert registry.get_sample_value("weaver_model_drift_alarm", {"task": ""}) == float(drift > 0.25)
@@ -121,3 +125,20 @@ def test_record_from_job_result_keeps_versions_not_prompt() -> None:
     assert np.isnan(record.matrix[1, 0])
     assert record_from_result(job, result, log_prompts=True).prompt == "secret"  # type: ignore[union-attr]
     assert record_from_result(job, JobResult(id="x", status="error")) is None
+
+
+def test_online_cold_start_is_the_one_setting_for_an_attached_worker(caplog: object) -> None:
+    """online.cold_start decides what the worker's "weaver" aggregator falls back to; a different
+    aggregation.cold_start in the worker config is overridden, with a warning that says so."""
+    from workers.config import AggregationConfig, WorkerConfig
+    from workers.entry import Worker
+
+    worker = Worker(WorkerConfig(aggregation=AggregationConfig(cold_start="mean")))
+    online, _ = _online(cold_start="majority")
+    online.attach(worker)
+    assert worker.cold_start == "majority"
+    assert "cold start: majority" in online.note()
+    assert "overrides the worker's aggregation.cold_start mean" in caplog.text  # type: ignore[attr-defined]
+    untouched = Worker(WorkerConfig())
+    _online()[0].attach(untouched)
+    assert untouched.cold_start == "mean"

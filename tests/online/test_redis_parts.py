@@ -79,10 +79,10 @@ def test_publication_is_fenced_by_the_lock(
     token = lock.token
     time.sleep(0.3)  # lease expired mid-fit
     with pytest.raises(LeaseLost):
-        store.publish(model, version_info(model, 0, "refit", 100), token)
+        store.publish(model, version_info(model, 0, "refit", 100), lock_token=token)
     assert store.current() is None and store.versions() == []
     assert lock.acquire()
-    info = store.publish(model, version_info(model, 0, "refit", 100), lock.token)
+    info = store.publish(model, version_info(model, 0, "refit", 100), lock_token=lock.token)
     assert info.sequence == 1 and store.current() == model.version
     assert store.get(model.version).version == model.version
 

@@ -137,14 +137,22 @@ class DistributedRefitter:
             return None
         if outcome.published:
             info = version_info(outcome.model, 0, "refit", outcome.n_queries, outcome.drift.distance,
-                                note=f"fitted by {self.replica_id}")
+                                note=f"fitted by {self.replica_id}", task_drift=outcome.task_drift)
             try:
-                published = self.store.publish(outcome.model, info, self.lock.token)
+                published = self.store.publish(outcome.model, info, self.config.pin_policy,
+                                               min(r.timestamp for r in records), lock_token=self.lock.token)
             except LeaseLost:
                 log.warning("replica %s: lease lost before publication; discarding the fit", self.replica_id)
                 return None
-            log.info("replica %s published model v%d (%s) on %d queries, drift %s", self.replica_id,
-                     published.sequence, outcome.model.version, outcome.n_queries, published.drift)
+            if published is None:
+                pointer = self.store.pointer()
+                outcome = outcome.held(f"v{pointer.sequence if pointer else 0} pinned by a rollback "
+                                       f"(pin_policy {self.config.pin_policy})")
+                log.info("replica %s: refit on %d queries passed its guardrails but %s", self.replica_id,
+                         outcome.n_queries, outcome.reasons[0])
+            else:
+                log.info("replica %s published model v%d (%s) on %d queries, drift %s", self.replica_id,
+                         published.sequence, outcome.model.version, outcome.n_queries, published.drift)
         else:
             log.warning("replica %s rejected a refit on %d queries: %s", self.replica_id, outcome.n_queries,
                         "; ".join(outcome.reasons))

@@ -16,6 +16,6 @@ def attach_worker(worker: Any, redis_url: str, prefix: str, settings: OnlineSett
         return None
     settings = settings.model_copy(update={"mode": "redis", "redis_url": redis_url, "prefix": prefix})
     online = OnlineLearning(settings, replica_id=replica_id or getattr(worker, "name", None))
-    online.holder.listeners.insert(0, worker.set_weaver_model)  # swap first, then report it
+    online.attach(worker)
     online.start()
     return online

@@ -1,7 +1,10 @@
 """Prometheus gauges and counters of online weak supervision (``weaver_`` prefix).
 
-One ``OnlineMetrics`` per process and registry; every replica updates the model gauges when it swaps,
-the replica that refits counts the outcome.
+One ``OnlineMetrics`` per process and registry. The model gauges (version, sequence, source, pin,
+drift per task, the served model's per-verifier rates) and the online accuracy gauges are derived
+from the shared store on every replica (``follow`` on each pointer change, ``accuracy`` at each
+poll), so every replica's scrape tells the same story. Only the refit counters and the last refit
+duration are the refitting replica's own (sum them over replicas).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import math
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from models.online import RefitOutcome, estimated_accuracies, positive_rates
+from models.online import Pointer, RefitOutcome, VersionInfo, estimated_accuracies, positive_rates
 from models.weaver import WeaverModel
 
 
@@ -35,6 +38,8 @@ class OnlineMetrics:
                                 ["version", "source"], registry=registry, multiprocess_mode="mostrecent")
         self.model_sequence = Gauge("weaver_model_version_sequence", "Sequence number of the served version",
                                     registry=registry, multiprocess_mode="mostrecent")
+        self.pinned = Gauge("weaver_model_pinned", "1 while a rollback pins the served version (refits held)",
+                            registry=registry, multiprocess_mode="mostrecent")
         self.estimated_accuracy = Gauge("weaver_model_verifier_estimated_accuracy",
                                         "Label-free estimated accuracy P(vote == correct) of each kept verifier",
                                         ["verifier", "task"], registry=registry, multiprocess_mode="mostrecent")
@@ -42,15 +47,17 @@ class OnlineMetrics:
                                    "Share of candidates each verifier voted correct over the last fit window",
                                    ["verifier", "task"], registry=registry, multiprocess_mode="mostrecent")
         self.drift_distance = Gauge("weaver_model_drift_distance",
-                                    "Max change of any verifier's TPR/FPR between the last two fits",
+                                    "Max change of any verifier's TPR/FPR between the served version and the "
+                                    "one it replaced when it was fitted (task \"\": the global model)",
                                     ["task"], registry=registry, multiprocess_mode="mostrecent")
         self.drift_alarm = Gauge("weaver_model_drift_alarm",
-                                 "1 when the last drift distance exceeded the configured threshold",
+                                 "1 when the served version's drift distance exceeds the configured threshold",
                                  ["task"], registry=registry, multiprocess_mode="mostrecent")
         self.drift_threshold = Gauge("weaver_model_drift_alarm_threshold", "The configured drift alarm threshold",
                                      registry=registry, multiprocess_mode="mostrecent")
         self.drift_threshold.set(drift_alarm)
-        self.refits = Counter("weaver_model_refits_total", "Refits by outcome (published, rejected) and reason",
+        self.refits = Counter("weaver_model_refits_total",
+                              "Refits this replica ran, by outcome (published, rejected, held) and reason",
                               ["outcome", "reason"], registry=registry)
         self.refit_seconds = Gauge("weaver_model_refit_last_seconds", "Duration of the last refit",
                                    registry=registry, multiprocess_mode="mostrecent")
@@ -67,35 +74,42 @@ class OnlineMetrics:
                                      "Selections of each aggregator whose correctness feedback told",
                                      ["aggregator"], registry=registry, multiprocess_mode="mostrecent")
 
-    def served(self, model: WeaverModel, source: str = "refit", sequence: int | None = None) -> None:
-        """A replica swapped to ``model``."""
+    def follow(self, model: WeaverModel, pointer: Pointer | None, info: VersionInfo | None,
+               swapped: bool = True) -> None:
+        """The store's pointer says ``model`` is served (``swapped``: this replica just loaded it)."""
         self.model_info.clear()
-        self.model_info.labels(version=model.version, source=source).set(1)
-        if sequence is not None:
-            self.model_sequence.set(sequence)
+        self.model_info.labels(version=model.version, source=pointer.source if pointer else "seed").set(1)
+        self.model_sequence.set(pointer.sequence if pointer else 0)
+        self.pinned.set(float(bool(pointer and pointer.pinned)))
         self.cold_start.set(0)
-        self.swapped_at.set_to_current_time()
-        self.estimated_accuracy.clear()
-        self.positive_rate.clear()
-        for task, sub in [("", model), *sorted(model.by_task.items())]:
-            for name, value in estimated_accuracies(sub).items():
-                self.estimated_accuracy.labels(verifier=name, task=task).set(value)
-            for name, value in positive_rates(sub).items():
-                self.positive_rate.labels(verifier=name, task=task).set(value)
+        if swapped:
+            self.swapped_at.set_to_current_time()
+            self.estimated_accuracy.clear()
+            self.positive_rate.clear()
+            for task, sub in [("", model), *sorted(model.by_task.items())]:
+                for name, value in estimated_accuracies(sub).items():
+                    self.estimated_accuracy.labels(verifier=name, task=task).set(value)
+                for name, value in positive_rates(sub).items():
+                    self.positive_rate.labels(verifier=name, task=task).set(value)
+        distances: dict[str, float | None] = {"": info.drift if info else None}
+        distances.update(info.task_drift if info else {})
+        self.drift_distance.clear()
+        self.drift_alarm.clear()
+        for task in ["", *sorted(model.by_task)]:
+            distance = distances.get(task)
+            if distance is not None and not math.isnan(distance):
+                self.drift_distance.labels(task=task).set(distance)
+            alarm = distance is not None and distance > self.drift_alarm_threshold
+            self.drift_alarm.labels(task=task).set(float(alarm))
 
     def refitted(self, outcome: RefitOutcome) -> None:
+        """This replica ran a refit (published, rejected by a guardrail, or held by a pin)."""
         self.refit_seconds.set(outcome.fit_seconds)
         if outcome.published:
             self.refits.labels(outcome="published", reason="").inc()
-            distance = outcome.drift.distance
-            if not math.isnan(distance):
-                self.drift_distance.labels(task="").set(distance)
-                self.drift_alarm.labels(task="").set(float(distance > self.drift_alarm_threshold))
         else:
             for code in outcome.reason_codes:
-                self.refits.labels(outcome="rejected", reason=code).inc()
-        for name, value in positive_rates(outcome.model).items():  # the window's rates, published or not
-            self.positive_rate.labels(verifier=name, task="").set(value)
+                self.refits.labels(outcome=outcome.outcome, reason=code).inc()
 
     def accuracy(self, summary: dict[str, tuple[int, int]]) -> None:
         for aggregator, (hits, labelled) in summary.items():

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.online import ColdStart, GuardrailConfig, OnlineConfig, RefitPolicy
+from models.online import ColdStart, GuardrailConfig, OnlineConfig, PinPolicy, RefitPolicy
 
 
 class OnlineSettings(BaseModel):
@@ -24,8 +24,14 @@ class OnlineSettings(BaseModel):
     ring_capacity: int = Field(default=10000, ge=1, description="embedded score log size")
     lock_lease_ms: int = Field(default=10000, ge=100)
     poll_s: float = Field(default=0.5, gt=0)
-    cold_start: Literal["model", "mean", "majority"] = "mean"
+    cold_start: Literal["model", "mean", "majority"] = Field(
+        default="mean", description="what serves before the first accepted fit; overrides every attached worker's "
+        "aggregation.cold_start (model: the file cold_start_model)")
     cold_start_model: str | None = None
+    pin_policy: PinPolicy = Field(
+        default="hold", description="after a rollback: hold (refits never replace the pinned version; "
+        "`weaver models unpin` resumes) or fresh_window (a passing refit whose whole window was logged after "
+        "the rollback replaces it)")
     model_dir: str | None = Field(default=None, description="embedded version store directory (memory when null)")
     keep_versions: int = Field(default=50, ge=1)
     log_prompts: bool = False
@@ -45,4 +51,5 @@ class OnlineSettings(BaseModel):
             ring_capacity=self.ring_capacity,
             log_prompts=self.log_prompts,
             drift_alarm=self.drift_alarm,
+            pin_policy=self.pin_policy,
         )

@@ -1,34 +1,24 @@
 """Model versions in Redis: the artifact JSON under a versioned key, an index, a pointer, pub/sub.
 
-Publication is one Lua script: it checks the refit lock's token (when given), assigns the sequence
-number, stores the artifact and its metadata, moves the pointer and announces the version, so a
-replica whose lease ran out can never publish and readers never see a pointer without its artifact.
+Every pointer move (a refit's publication, an operator's rollback or unpin) is one optimistic
+transaction (WATCH the pointer, the sequence and, for a refit, the refit lock; MULTI; EXEC) that also
+announces the new pointer on the events channel. So a replica whose lease ran out can never publish,
+a refit can never overwrite a rollback that landed while it was fitting (the pin is checked inside
+the transaction), and readers never see a pointer without its artifact.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
 
-from models.online import VersionInfo, VersionNotFound
+from models.online import PinPolicy, Pointer, VersionInfo, VersionNotFound, pin_allows
 from models.weaver import WeaverModel
 from workers.online.keys import OnlineKeys
-
-_PUBLISH = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local seq = redis.call('INCR', KEYS[4])
-local info = cjson.decode(ARGV[4])
-info['sequence'] = seq
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(info))
-local pointer = cjson.encode({version=ARGV[2], sequence=seq, published_at=tonumber(ARGV[5]), source=info['source']})
-redis.call('SET', KEYS[5], pointer)
-redis.call('PUBLISH', ARGV[6], pointer)
-return seq
-"""
 
 
 class LeaseLost(RuntimeError):
@@ -36,30 +26,92 @@ class LeaseLost(RuntimeError):
 
 
 class RedisModelStore:
-    """``models.online.ModelStore`` on Redis, plus ``publish`` for the refit coordinator."""
+    """``models.online.ModelStore`` on Redis; ``publish`` also takes the refit lock's token (fencing)."""
 
     def __init__(self, client: redis.Redis, keys: OnlineKeys, keep: int = 50) -> None:
         self.client = client
         self.keys = keys
         self.keep = keep
-        self._publish = client.register_script(_PUBLISH)
 
-    def publish(self, model: WeaverModel, info: VersionInfo, lock_token: str | None = None) -> VersionInfo:
-        """Store ``model`` and make it current; returns the metadata with its assigned sequence."""
-        published_at = time.time()
+    def publish(self, model: WeaverModel, info: VersionInfo, pin_policy: PinPolicy = "hold",
+                window_start: float | None = None, lock_token: str | None = None) -> VersionInfo | None:
+        """Store ``model`` and make it current; returns its metadata with the assigned sequence, or None
+        when a pinned version holds (nothing is stored). Raises LeaseLost when ``lock_token`` no longer
+        holds the refit lock."""
         payload = json.dumps(model.to_json(), default=_json_default)
-        seq = int(self._publish(
-            keys=[self.keys.lock, self.keys.artifact(model.version), self.keys.index, self.keys.sequence,
-                  self.keys.current],
-            args=[lock_token or "", model.version, payload, json.dumps(info.to_json()), repr(published_at),
-                  self.keys.events],
-        ))
-        if seq < 0:
-            raise LeaseLost("refit lock lost before publication")
-        self._prune()
-        return VersionInfo.from_json({**info.to_json(), "sequence": seq})
 
-    # -- ModelStore protocol ----------------------------------------------------------------------
+        def attempt(pipe: Any) -> VersionInfo | None:
+            if lock_token is not None and _text(pipe.get(self.keys.lock)) != lock_token:
+                raise LeaseLost("refit lock lost before publication")
+            if not pin_allows(_pointer(pipe.get(self.keys.current)), pin_policy, window_start):
+                return None
+            sequence = int(pipe.get(self.keys.sequence) or 0) + 1
+            published = replace(info, sequence=sequence)
+            pointer = json.dumps(Pointer(model.version, sequence, info.source, time.time()).to_json())
+            pipe.multi()
+            pipe.set(self.keys.sequence, sequence)
+            pipe.set(self.keys.artifact(model.version), payload)
+            pipe.hset(self.keys.index, model.version, json.dumps(published.to_json()))
+            pipe.set(self.keys.current, pointer)
+            pipe.publish(self.keys.events, pointer)
+            return published
+
+        result: VersionInfo | None = self.client.transaction(
+            attempt, self.keys.lock, self.keys.current, self.keys.sequence, value_from_callable=True)
+        if result is not None:
+            self._prune()
+        return result
+
+    def rollback(self, version: str) -> Pointer:
+        """Serve a kept version again, pinned, and announce it: every replica swaps to it."""
+
+        def attempt(pipe: Any) -> Pointer:
+            if not pipe.exists(self.keys.artifact(version)):
+                raise VersionNotFound(version)
+            raw = pipe.hget(self.keys.index, version)
+            sequence = VersionInfo.from_json(json.loads(raw)).sequence if raw else 0
+            now = time.time()
+            pointer = Pointer(version, sequence, "rollback", now, pinned=True, pinned_at=now)
+            self._move(pipe, pointer)
+            return pointer
+
+        result: Pointer = self.client.transaction(attempt, self.keys.current, self.keys.artifact(version),
+                                                  value_from_callable=True)
+        return result
+
+    def unpin(self) -> Pointer | None:
+        """Let refits replace the served version again; announced so every replica's gauges follow."""
+
+        def attempt(pipe: Any) -> Pointer | None:
+            pointer = _pointer(pipe.get(self.keys.current))
+            if pointer is None or not pointer.pinned:
+                return pointer
+            unpinned = replace(pointer, pinned=False)
+            self._move(pipe, unpinned)
+            return unpinned
+
+        result: Pointer | None = self.client.transaction(attempt, self.keys.current, value_from_callable=True)
+        return result
+
+    def set_current(self, version: str) -> None:
+        """Serve a kept version, unpinned (seeding; an operator's rollback is ``rollback``)."""
+
+        def attempt(pipe: Any) -> None:
+            if not pipe.exists(self.keys.artifact(version)):
+                raise VersionNotFound(version)
+            info = self.info(version)
+            self._move(pipe, Pointer(version, info.sequence if info else 0, info.source if info else "seed",
+                                     time.time()))
+
+        self.client.transaction(attempt, self.keys.current, self.keys.artifact(version))
+
+    def _move(self, pipe: Any, pointer: Pointer) -> None:
+        raw = json.dumps(pointer.to_json())
+        pipe.multi()
+        pipe.set(self.keys.current, raw)
+        pipe.publish(self.keys.events, raw)
+
+    # -- reading ----------------------------------------------------------------------------------
     def put(self, model: WeaverModel, info: VersionInfo) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.artifact(model.version), json.dumps(model.to_json(), default=_json_default))
@@ -72,31 +124,21 @@ class RedisModelStore:
             raise VersionNotFound(version)
         return WeaverModel.from_json(json.loads(raw))
 
+    def info(self, version: str) -> VersionInfo | None:
+        raw = self.client.hget(self.keys.index, version)
+        return VersionInfo.from_json(json.loads(raw)) if raw is not None else None
+
     def versions(self) -> list[VersionInfo]:
         raw = self.client.hgetall(self.keys.index)
         infos = [VersionInfo.from_json(json.loads(v)) for v in raw.values()]
         return sorted(infos, key=lambda i: i.sequence)
 
-    def pointer(self) -> dict[str, Any] | None:
-        raw = self.client.get(self.keys.current)
-        return json.loads(raw) if raw is not None else None
+    def pointer(self) -> Pointer | None:
+        return _pointer(self.client.get(self.keys.current))
 
     def current(self) -> str | None:
         pointer = self.pointer()
-        return str(pointer["version"]) if pointer else None
-
-    def set_current(self, version: str) -> None:
-        """Point every replica at a kept version (rollback): pointer + announcement in one transaction."""
-        if not self.client.exists(self.keys.artifact(version)):
-            raise VersionNotFound(version)
-        raw = self.client.hget(self.keys.index, version)
-        sequence = VersionInfo.from_json(json.loads(raw)).sequence if raw else 0
-        pointer = json.dumps({"version": version, "sequence": sequence, "published_at": time.time(),
-                              "source": "rollback"})
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.current, pointer)
-        pipe.publish(self.keys.events, pointer)
-        pipe.execute()
+        return pointer.version if pointer else None
 
     def _prune(self) -> None:
         infos = self.versions()
@@ -110,6 +152,24 @@ class RedisModelStore:
             self.client.delete(self.keys.artifact(info.version))
             self.client.hdel(self.keys.index, info.version)
             extra -= 1
+
+
+def prefixes_with_versions(client: redis.Redis, limit: int = 20) -> list[str]:
+    """Key prefixes that hold a version index on this Redis (what ``--prefix`` could be)."""
+    found: set[str] = set()
+    for key in client.scan_iter(match="*:models:index", count=1000):
+        found.add(_text(key).removesuffix(":models:index"))
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def _pointer(raw: bytes | str | None) -> Pointer | None:
+    return Pointer.from_json(json.loads(raw)) if raw else None
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _json_default(value: Any) -> Any:

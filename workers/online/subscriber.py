@@ -1,7 +1,10 @@
-"""Every replica follows the published version: pub/sub for speed, a pointer poll for safety.
+"""Every replica follows the pointer: pub/sub for speed, a pointer poll for safety.
 
 The new model is fully built (artifact parsed, arrays prepared) before the callback swaps one
-reference, so a request sees either the old model or the new one, never half of either.
+reference, so a request sees either the old model or the new one, never half of either. Any pointer
+change (a new version, a rollback to a version, an unpin) reaches ``on_pointer``, so every replica's
+gauges follow the store; ``on_poll`` runs at each poll (store-derived gauges that change without a
+pointer move, such as online accuracy).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 
 import redis
 
+from models.online import Pointer
 from models.weaver import WeaverModel
 from workers.online.keys import OnlineKeys
 from workers.online.store import RedisModelStore
@@ -20,18 +24,23 @@ from workers.online.store import RedisModelStore
 log = logging.getLogger("weaver.online")
 
 SwapCallback = Callable[[WeaverModel], None]
+PointerCallback = Callable[[Pointer], None]
 
 
 class ModelSubscriber:
     def __init__(self, client: redis.Redis, keys: OnlineKeys, on_model: SwapCallback,
-                 poll_s: float = 2.0, name: str = "replica") -> None:
+                 poll_s: float = 2.0, name: str = "replica", on_pointer: PointerCallback | None = None,
+                 on_poll: Callable[[], None] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.on_model = on_model
+        self.on_pointer = on_pointer
+        self.on_poll = on_poll
         self.poll_s = poll_s
         self.name = name
         self.store = RedisModelStore(client, keys)
         self.version: str | None = None
+        self.pointer: Pointer | None = None
         self.swapped_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,23 +60,38 @@ class ModelSubscriber:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def sync(self, version: str | None = None) -> bool:
-        """Swap to ``version`` (default: the pointer's) if it is not the one served; True when swapped."""
+    def sync(self) -> bool:
+        """Follow the pointer: swap the model if its version changed, report any change; True on a change."""
         with self._lock:
-            target = version or self.store.current()
-            if target is None or target == self.version:
+            pointer = self.store.pointer()
+            if pointer is None or pointer == self.pointer:
                 return False
-            try:
-                model = self.store.get(target)  # parsed and prepared before anything is swapped
-            except Exception:  # noqa: BLE001 - a bad artifact must not stop the follower
-                log.exception("replica %s could not load model version %s; keeping %s", self.name, target,
-                              self.version)
-                return False
-            self.on_model(model)
-            self.version = target
-            self.swapped_at = time.time()
-            log.info("replica %s now serves model version %s", self.name, target)
+            if pointer.version != self.version:
+                try:
+                    model = self.store.get(pointer.version)  # parsed and prepared before anything is swapped
+                except Exception:  # noqa: BLE001 - a bad artifact must not stop the follower
+                    log.exception("replica %s could not load model version %s; keeping %s", self.name,
+                                  pointer.version, self.version)
+                    return False
+                previous, self.pointer = self.pointer, pointer  # set first: on_model may read what it serves
+                try:
+                    self.on_model(model)
+                except BaseException:
+                    self.pointer = previous  # not applied: the next sync tries again
+                    raise
+                self.version = pointer.version
+                self.swapped_at = time.time()
+                log.info("replica %s now serves model v%d %s (%s%s)", self.name, pointer.sequence, pointer.version,
+                         pointer.source, ", pinned" if pointer.pinned else "")
+            self.pointer = pointer
+            if self.on_pointer is not None:
+                self.on_pointer(pointer)
             return True
+
+    def poll(self) -> None:
+        self.sync()
+        if self.on_poll is not None:
+            self.on_poll()
 
     def _run(self) -> None:
         warned = False
@@ -85,7 +109,7 @@ class ModelSubscriber:
                         self.sync()
                     if time.monotonic() - last_poll >= self.poll_s:
                         last_poll = time.monotonic()
-                        self.sync()
+                        self.poll()
             except redis.RedisError as exc:
                 if not warned:
                     log.warning("replica %s: model subscription lost (%s); retrying", self.name, exc)

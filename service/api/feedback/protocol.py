@@ -34,7 +34,11 @@ class OnlineStatus(BaseModel):
     mode: str
     replica: str
     serving: str | None
-    source: str
+    sequence: int | None = Field(None, description="the served version's sequence number (None: cold start)")
+    source: str = Field(description="cold_start, refit (published by a refit), rollback, or seed")
+    pinned: bool = Field(False, description="a rollback pinned the served version; refits do not replace it "
+                                            "unless pin_policy allows")
+    pin_policy: str = "hold"
     note: str
     swapped_at: float | None
     accuracy: dict[str, AggregatorAccuracy]

@@ -25,9 +25,7 @@ def build_online(
         online = online.model_copy(update={"mode": "embedded"})
     learning = OnlineLearning(online)
     if worker is not None and hasattr(worker, "set_weaver_model"):
-        learning.holder.listeners.insert(0, worker.set_weaver_model)  # swap first, then report it
-        if learning.holder.model is not None and learning.holder.source == "online":
-            worker.set_weaver_model(learning.holder.model)
+        learning.attach(worker)
     learning.start()
     log.info("online learning on (%s mode): %s", online.mode, learning.note())
     return learning
