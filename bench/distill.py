@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from models.aggregators import MajorityVoteAggregator, QueryScores, WeaverAggregator  # noqa: E402
 from models.data import CandidateSet, load_candidate_sets  # noqa: E402
 from models.distill.cascade import CascadeRule  # noqa: E402
-from models.distill.dataset import DistillQuery, teacher_and_split  # noqa: E402
+from models.distill.dataset import DistillQuery, TeacherSplit, teacher_and_split  # noqa: E402
 from models.distill.features import DEFAULT_CONTEXT_FEATURES  # noqa: E402
 from models.distill.regimes import OfflineSource, SemiOnlineSource  # noqa: E402
 from models.distill.report import plot_runs, write_log  # noqa: E402
@@ -192,7 +192,7 @@ def choose_rule(student: list[np.ndarray], weaver: list[int], queries: list[Dist
     return CascadeRule(min_margin=1.01, min_confidence=0.0)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--profile", default="cheap",
@@ -221,23 +221,13 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per regime (smoke runs)")
     parser.add_argument("--log", type=Path, default=Path(".cache/bench-distill.json"))
     parser.add_argument("--plot", type=Path, default=Path(".cache/bench-distill.png"))
-    args = parser.parse_args()
-    import torch
+    return parser.parse_args()
 
-    torch.set_num_threads(args.threads)
 
-    path = args.data or data_dir() / "gsm8k_gpt3_dev.jsonl"
-    sets = load_candidate_sets(path)
-    t0 = time.perf_counter()
-    queries, source_note = cached_scores(args.scores_cache, sets, args.profile)
-    print(f"scores: {source_note} ({time.perf_counter() - t0:.1f} s)")
-
-    split = teacher_and_split(sets, queries, args.val_fraction, args.test_fraction, args.seed)
-    weaver, train_q, val_q, test_q = split.teacher, split.train, split.val, split.test
-    test_ids = {q.id for q in test_q}
-    print(f"teacher: Weaver {weaver.version}, {weaver.report.n_kept}/{weaver.report.n_verifiers} verifiers kept; "
-          f"split by query {len(train_q)}/{len(val_q)}/{len(test_q)} train/val/test")
-
+def train_students(args: argparse.Namespace, split: TeacherSplit) -> tuple[dict[str, TrainResult],
+                                                                            dict[str, CrossEncoderStudent]]:
+    """Every (student kind, regime) from the same start under equal step budgets."""
+    train_q, val_q = split.train, split.val
     rng = np.random.default_rng(args.seed)
     offline_pool = [train_q[i] for i in rng.permutation(len(train_q))[: max(1, len(train_q) // args.epochs)]]
     pool_pairs = sum(len(q.candidates) for q in offline_pool)
@@ -262,11 +252,31 @@ def main() -> None:
         r = results[name]
         print(f"{name}: {r.steps} steps in {time.perf_counter() - start:.0f} s, exposure {r.source}, "
               f"restored step {r.best_step}; flags: {[f.kind + '@' + str(f.step) for f in r.detector.flags]}")
+    return results, students
 
-    write_log(args.log, results, {"stage": "trained"})  # keep the curves even if a later stage fails
 
-    # -- accuracy on held-out test queries ------------------------------------------------------
-    scores_by_id = {cs.id: q for q, cs in zip(queries, sets, strict=True)}
+Row = tuple[str, float, float | None, float | None, float | None]  # method, selection, retention, fallback, AUROC
+
+
+def encoder_only_predictions(student: CrossEncoderStudent, queries: list[DistillQuery]) -> list[np.ndarray]:
+    """What the encoder alone contributes: the same model with its context head switched off."""
+    import torch
+
+    assert student.context_head is not None
+    saved = student.state()
+    with torch.no_grad():
+        student.context_head.weight.zero_()
+        student.context_head.bias.zero_()
+    try:
+        return predict_queries(student, queries)
+    finally:
+        student.restore(saved)
+
+
+def accuracy_rows(args: argparse.Namespace, split: TeacherSplit, scores_by_id: dict[str, QueryScores],
+                  students: dict[str, CrossEncoderStudent]) -> tuple[list[Row], dict[str, CascadeRule]]:
+    """Selection accuracy on the held-out test queries: teacher, majority vote, each student and its cascade."""
+    weaver, val_q, test_q = split.teacher, split.val, split.test
     weaver_agg, majority = WeaverAggregator(weaver), MajorityVoteAggregator()
     weaver_rankings = [weaver_agg.rank(scores_by_id[q.id]) for q in test_q]
     weaver_test = [r.selected for r in weaver_rankings]
@@ -281,21 +291,16 @@ def main() -> None:
 
     weaver_scores = [np.asarray(r.scores, dtype=float) for r in weaver_rankings]
     agreement = [q.context_for(["sibling_agreement"])[:, 0] for q in test_q]
-    rows = [("full Weaver (teacher)", weaver_acc, 1.0, None, pooled_auroc(weaver_scores)),
-            ("majority vote (sibling agreement)", majority_acc, None, None, pooled_auroc(agreement))]
+    rows: list[Row] = [("full Weaver (teacher)", weaver_acc, 1.0, None, pooled_auroc(weaver_scores)),
+                       ("majority vote (sibling agreement)", majority_acc, None, None, pooled_auroc(agreement))]
     rules: dict[str, CascadeRule] = {}
     for name, student in students.items():
         probs = predict_queries(student, test_q)
         acc = accuracy(test_q, argmax_picks(probs))
         rows.append((f"cross-encoder ({name})", acc, acc / weaver_acc, 0.0, pooled_auroc(probs)))
-        if student.context_head is not None:  # what the encoder alone contributes: the same model, head off
+        if student.context_head is not None:
             print(f"{name}: context head {student.context_weights()}")
-            saved = student.state()
-            with torch.no_grad():
-                student.context_head.weight.zero_()
-                student.context_head.bias.zero_()
-            encoder_only = predict_queries(student, test_q)
-            student.restore(saved)
+            encoder_only = encoder_only_predictions(student, test_q)
             eacc = accuracy(test_q, argmax_picks(encoder_only))
             rows.append(("  its encoder part alone (context head off)", eacc, eacc / weaver_acc, 0.0,
                          pooled_auroc(encoder_only)))
@@ -304,30 +309,23 @@ def main() -> None:
         picks, rate = cascade_picks(probs, weaver_test, rule)
         cacc = accuracy(test_q, picks)
         rows.append((f"cascade ({name}, margin<{rule.min_margin:g})", cacc, cacc / weaver_acc, rate, None))
+    return rows, rules
 
-    # -- wall time per request, measured now through one Worker -------------------------------------
-    # the served student is chosen on validation (golden AUROC of its restored checkpoint), never on test
-    best = max(students, key=lambda n: results[n].best.golden_auroc or 0.0)
-    students[best].save(args.checkpoint)
-    from workers.config import WorkerConfig
 
-    defaults = WorkerConfig.default().profiles
-    profiles = {p: defaults[p] for p in args.timing_profiles.split(",") if p}
-    timed = [s for s in sets if s.id in test_ids][: args.timing_queries]
-    times, timing_notes = asyncio.run(time_requests(timed, profiles, args.checkpoint, rules[best].min_margin, weaver))
-    med = statistics.median
-    ce = med(times["cross-encoder"])
-
+def print_accuracy(rows: list[Row], n_test: int, source_note: str) -> None:
     print()
-    print(f"Selection accuracy on {len(test_q)} held-out test queries (teacher: Weaver on {source_note})")
+    print(f"Selection accuracy on {n_test} held-out test queries (teacher: Weaver on {source_note})")
     print(f"{'method':48s} {'sel. acc':>9s} {'retention':>9s} {'fallback':>9s} {'AUROC':>6s}")
     for label, acc, ret, fb, auc in rows:
         print(f"{label:48s} {100 * acc:8.1f}% {'-' if ret is None else f'{ret:.3f}':>9s} "
               f"{'-' if fb is None else f'{100 * fb:.0f}%':>9s} {'-' if auc is None else f'{auc:.3f}':>6s}")
+
+
+def print_timing(times: dict[str, list[float]], notes: dict[str, str], profiles: dict[str, list[str]],
+                 header: str) -> None:
+    med = statistics.median
     print()
-    print(f"Verification + aggregation wall time per request through the Worker entry ({len(timed)} test queries "
-          f"x {len(timed[0].candidates)} candidates, sequential, no score cache; cross-encoder = {best}, "
-          f"torch threads {args.threads})")
+    print(header)
     print(f"{'path':34s} {'median ms':>10s} {'mean ms':>9s} {'CE/ensemble (median)':>21s} {'fallbacks':>9s}")
     for label, values in times.items():
         if label.endswith("fallbacks"):
@@ -339,18 +337,58 @@ def main() -> None:
         fb = times.get(f"{label} fallbacks")
         print(f"{label:34s} {1000 * med(values):10.2f} {1000 * statistics.mean(values):9.2f} {ratio:>21s} "
               f"{'' if fb is None else f'{100 * statistics.mean(fb):.0f}%':>9s}")
+    ce = times["cross-encoder"]
     for profile in profiles:
         reference = times.get(f"ensemble {profile} + Weaver")
         if reference:
-            print(f"cross-encoder / ensemble {profile}: {ce / med(reference):.3f} (median), "
-                  f"{statistics.mean(times['cross-encoder']) / statistics.mean(reference):.3f} (mean)")
-    for key, note in timing_notes.items():
+            print(f"cross-encoder / ensemble {profile}: {med(ce) / med(reference):.3f} (median), "
+                  f"{statistics.mean(ce) / statistics.mean(reference):.3f} (mean)")
+    for key, note in notes.items():
         print(f"{key}: {note}")
 
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    sets = load_candidate_sets(args.data or data_dir() / "gsm8k_gpt3_dev.jsonl")
+    t0 = time.perf_counter()
+    queries, source_note = cached_scores(args.scores_cache, sets, args.profile)
+    print(f"scores: {source_note} ({time.perf_counter() - t0:.1f} s)")
+    split = teacher_and_split(sets, queries, args.val_fraction, args.test_fraction, args.seed)
+    weaver = split.teacher
+    print(f"teacher: Weaver {weaver.version}, {weaver.report.n_kept}/{weaver.report.n_verifiers} verifiers kept; "
+          f"split by query {len(split.train)}/{len(split.val)}/{len(split.test)} train/val/test")
+
+    results, students = train_students(args, split)
+    write_log(args.log, results, {"stage": "trained"})  # keep the curves even if a later stage fails
+    scores_by_id = {cs.id: q for q, cs in zip(queries, sets, strict=True)}
+    rows, rules = accuracy_rows(args, split, scores_by_id, students)
+
+    # wall time per request, measured now through one Worker; the served student is chosen on validation
+    # (golden AUROC of its restored checkpoint), never on test
+    best = max(students, key=lambda n: results[n].best.golden_auroc or 0.0)
+    students[best].save(args.checkpoint)
+    from workers.config import WorkerConfig
+
+    defaults = WorkerConfig.default().profiles
+    profiles = {p: defaults[p] for p in args.timing_profiles.split(",") if p}
+    test_ids = {q.id for q in split.test}
+    timed = [s for s in sets if s.id in test_ids][: args.timing_queries]
+    times, timing_notes = asyncio.run(time_requests(timed, profiles, args.checkpoint, rules[best].min_margin, weaver))
+
+    print_accuracy(rows, len(split.test), source_note)
+    print_timing(times, timing_notes, profiles,
+                 f"Verification + aggregation wall time per request through the Worker entry ({len(timed)} test "
+                 f"queries x {len(timed[0].candidates)} candidates, sequential, no score cache; cross-encoder = "
+                 f"{best}, torch threads {args.threads})")
     extra = {"rows": [dict(zip(("method", "selection", "retention", "fallback", "auroc"), r, strict=True))
                       for r in rows],
              "timing_s": times, "timing_notes": timing_notes, "cascade_margin": rules[best].min_margin,
-             "split": [len(train_q), len(val_q), len(test_q)], "scores": source_note, "args": vars(args)}
+             "split": [len(split.train), len(split.val), len(split.test)], "scores": source_note,
+             "args": vars(args)}
     write_log(args.log, results, extra)
     plot_runs(args.plot, results, title=f"GSM8K dev: offline vs semi-online, equal steps (teacher: Weaver on "
                                         f"{', '.join(queries[0].verifier_names)})")

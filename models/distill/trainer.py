@@ -112,6 +112,62 @@ def train(
         return _train(student, source, val, config, on_eval)
 
 
+class _TrainingRun:
+    """One run's mutable state: step counters, held-out history, detector report and the best checkpoint."""
+
+    def __init__(self, student: CrossEncoderStudent, val: Sequence[DistillQuery], config: TrainConfig,
+                 on_eval: Callable[[EvalPoint, DetectorReport], None] | None) -> None:
+        self.student, self.val, self.config, self.on_eval = student, val, config, on_eval
+        self.labelled = any(q.labels is not None for q in val)
+        known = {float(v) for q in val if q.labels is not None for v in q.labels if not math.isnan(v)}
+        self.select_metric = "golden_auroc" if config.select_by == "golden" and known >= {0.0, 1.0} else "proxy_bce"
+        self.sign = -1.0 if self.select_metric == "golden_auroc" else 1.0  # minimise sign * metric
+        self.history: list[EvalPoint] = []
+        self.report = detect([], [])
+        self.best_value, self.best_step, self.best_state = math.inf, 0, student.state()
+        self.stale = 0
+        self.step = 0
+        self.pairs_seen = 0
+        self.window_losses: list[float] = []
+
+    def evaluate(self, epoch: float) -> str | None:
+        """Score the held-out queries, update the detector and the best checkpoint; a reason to stop, or None."""
+        metrics = held_out_metrics(self.val, predict_queries(self.student, self.val, self.config.eval_batch_size))
+        point = EvalPoint(step=self.step, pairs_seen=self.pairs_seen, epoch=round(epoch, 4),
+                          train_loss=float(np.mean(self.window_losses)) if self.window_losses else float("nan"),
+                          **metrics)  # type: ignore[arg-type]
+        self.window_losses = []
+        self.history.append(point)
+        history, labelled = self.history, self.labelled
+        self.report = detect([p.step for p in history], [p.proxy_bce for p in history],
+                             [p.golden_auroc for p in history] if labelled else None,
+                             [p.golden_bce for p in history] if labelled else None, self.config.detector)
+        deviation = self.report.first("proxy_deviation")
+        self._keep_if_best(point, deviation)
+        if self.on_eval is not None:
+            self.on_eval(point, self.report)
+        return self._stop_reason(deviation)
+
+    def _keep_if_best(self, point: EvalPoint, deviation: Any) -> None:
+        raw = getattr(point, self.select_metric)
+        value = None if raw is None or math.isnan(raw) else self.sign * raw
+        eligible = self.select_metric != "proxy_bce" or deviation is None or point.step < deviation.step
+        if value is not None and eligible and value < self.best_value:
+            self.best_value, self.best_step, self.best_state, self.stale = value, point.step, self.student.state(), 0
+        else:
+            self.stale += 1
+
+    def _stop_reason(self, deviation: Any) -> str | None:
+        config = self.config
+        if config.stop_on_hacking and self.report.first("teacher_hacking") is not None:
+            return "teacher_hacking"
+        if config.stop_on_deviation and deviation is not None:
+            return "proxy_deviation"
+        if config.patience and self.stale >= config.patience:
+            return f"no improvement of {self.select_metric} in {config.patience} evaluations"
+        return None
+
+
 def _train(
     student: CrossEncoderStudent,
     source: DataSource,
@@ -120,95 +176,61 @@ def _train(
     on_eval: Callable[[EvalPoint, DetectorReport], None] | None,
 ) -> TrainResult:
     rng = np.random.default_rng(config.seed)
-    model = student.model
-    model.train()
+    student.model.train()
     optimizer = torch.optim.AdamW(student.parameter_groups(config.lr, config.context_lr),
                                   lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps))
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    labelled = any(q.labels is not None for q in val)
-    known = {float(v) for q in val if q.labels is not None for v in q.labels if not math.isnan(v)}
-    select_metric = "golden_auroc" if config.select_by == "golden" and known >= {0.0, 1.0} else "proxy_bce"
-    sign = -1.0 if select_metric == "golden_auroc" else 1.0  # minimise sign * metric
-
-    history: list[EvalPoint] = []
-    report = detect([], [])
-    best_value, best_step, best_state = math.inf, 0, student.state()
-    stale = 0
-    step, pairs_seen = 0, 0
-    window_losses: list[float] = []
-    stop_reason = "completed"
+    run = _TrainingRun(student, val, config, on_eval)
     start = time.perf_counter()
-
-    def evaluate(epoch: float) -> str | None:
-        nonlocal best_value, best_step, best_state, stale, report, window_losses
-        metrics = held_out_metrics(val, predict_queries(student, val, config.eval_batch_size))
-        point = EvalPoint(step=step, pairs_seen=pairs_seen, epoch=round(epoch, 4),
-                          train_loss=float(np.mean(window_losses)) if window_losses else float("nan"),
-                          **metrics)  # type: ignore[arg-type]
-        window_losses = []
-        history.append(point)
-        report = detect([p.step for p in history], [p.proxy_bce for p in history],
-                        [p.golden_auroc for p in history] if labelled else None,
-                        [p.golden_bce for p in history] if labelled else None, config.detector)
-        deviation = report.first("proxy_deviation")
-        raw = getattr(point, select_metric)
-        value = None if raw is None or math.isnan(raw) else sign * raw
-        eligible = select_metric != "proxy_bce" or deviation is None or point.step < deviation.step
-        if value is not None and eligible and value < best_value:
-            best_value, best_step, best_state, stale = value, point.step, student.state(), 0
-        else:
-            stale += 1
-        if on_eval is not None:
-            on_eval(point, report)
-        if config.stop_on_hacking and report.first("teacher_hacking") is not None:
-            return "teacher_hacking"
-        if config.stop_on_deviation and deviation is not None:
-            return "proxy_deviation"
-        if config.patience and stale >= config.patience:
-            return f"no improvement of {select_metric} in {config.patience} evaluations"
-        return None
-
-    reason = evaluate(0.0)
+    stop_reason = "completed"
+    reason = run.evaluate(0.0)
     epoch = 0
     while reason is None and epoch < config.epochs:
         pairs = source.epoch(epoch, rng)
         if not pairs:
             stop_reason = "data source exhausted"
             break
-        n_batches = math.ceil(len(pairs) / config.batch_size)
-        for b in range(n_batches):
-            batch: list[Pair] = pairs[b * config.batch_size:(b + 1) * config.batch_size]
-            target = torch.tensor([_target(p, config.label_weight) for p in batch], dtype=torch.float32)
-            logits = student.logits([p.prompt for p in batch], [p.candidate for p in batch],
-                                    _context(batch, student.context_features))
-            loss = loss_fn(logits.float(), target)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            pairs_seen += len(batch)
-            window_losses.append(float(loss.detach()))
-            if step % config.eval_every == 0:
-                reason = evaluate(epoch + (b + 1) / n_batches)
-                if reason is not None:
-                    break
-            if config.max_steps is not None and step >= config.max_steps:
-                reason = f"max_steps {config.max_steps} reached"
-                break
+        reason = _train_epoch(run, pairs, epoch, optimizer, scheduler)
         epoch += 1
-    if reason is None and (not history or history[-1].step != step):
-        reason = evaluate(float(epoch))
+    if reason is None and (not run.history or run.history[-1].step != run.step):
+        reason = run.evaluate(float(epoch))
     if reason is not None:
         stop_reason = reason
-    student.restore(best_state)
-    model.eval()
-    return TrainResult(history, report, best_step, select_metric, stop_reason, step,
+    student.restore(run.best_state)
+    student.model.eval()
+    return TrainResult(run.history, run.report, run.best_step, run.select_metric, stop_reason, run.step,
                        time.perf_counter() - start, source.stats(), config)
+
+
+def _train_epoch(run: _TrainingRun, pairs: list[Pair], epoch: int, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler) -> str | None:
+    """One pass over ``pairs`` in batches, evaluating every ``eval_every`` steps; a reason to stop, or None."""
+    config, student = run.config, run.student
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    n_batches = math.ceil(len(pairs) / config.batch_size)
+    for b in range(n_batches):
+        batch: list[Pair] = pairs[b * config.batch_size:(b + 1) * config.batch_size]
+        target = torch.tensor([_target(p, config.label_weight) for p in batch], dtype=torch.float32)
+        logits = student.logits([p.prompt for p in batch], [p.candidate for p in batch],
+                                _context(batch, student.context_features))
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        run.step += 1
+        run.pairs_seen += len(batch)
+        run.window_losses.append(float(loss.detach()))
+        if run.step % config.eval_every == 0:
+            reason = run.evaluate(epoch + (b + 1) / n_batches)
+            if reason is not None:
+                return reason
+        if config.max_steps is not None and run.step >= config.max_steps:
+            return f"max_steps {config.max_steps} reached"
+    return None
 
 
 def _context(batch: Sequence[Pair], names: Sequence[str]) -> np.ndarray | None:
