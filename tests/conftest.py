@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.support import REDIS_URL, ROOT
+
+TEST_REDIS_URL = REDIS_URL
 
 
 def data_dir() -> Path:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 GENERATORS = sorted(p.name for p in (ROOT / "docs" / "gen").glob("*.py") if p.name not in {"__init__.py", "common.py"})
 
 

@@ -21,14 +21,13 @@ import redis
 
 from models.aggregators import QueryScores
 from models.online import ScoreRecord
+from tests.support import REDIS_URL, ROOT, wait_until
 from workers.online.keys import OnlineKeys
 from workers.online.redis_log import RedisScoreLog
 from workers.online.store import RedisModelStore
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ROOT = Path(__file__).resolve().parents[2]
 REPLICAS = ("gateway-1", "gateway-2", "worker-1", "worker-2")
 
 
@@ -40,14 +39,6 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(key)
 
 
-def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _serving(client: redis.Redis, prefix: str) -> dict[str, dict]:
@@ -80,11 +71,11 @@ def test_two_gateways_two_workers_share_refits(
         for name in REPLICAS
     }
     try:
-        _wait(lambda: len(_serving(redis_client, prefix)) == len(REPLICAS), 60, "all replicas to start")
+        wait_until(lambda: len(_serving(redis_client, prefix)) == len(REPLICAS), 60, "all replicas to start")
 
         # 1. a refit is done by exactly one replica; all serve the new version within a second
         _stream(log, queries[:60])
-        pointer = _wait(store.pointer, 15, "the first publication")
+        pointer = wait_until(store.pointer, 15, "the first publication")
         time.sleep(1.5)  # time for any duplicate refit to show up
         refits = _refits(redis_client, prefix)
         assert len(refits) == 1, refits
@@ -102,7 +93,7 @@ def test_two_gateways_two_workers_share_refits(
         # 2. kill the refitting replica mid-fit
         redis_client.set(f"{prefix}:test:stall", "1")
         _stream(log, queries[60:120])
-        staller = _wait(lambda: redis_client.lindex(f"{prefix}:test:fitting", 0), 15, "a replica to start fitting")
+        staller = wait_until(lambda: redis_client.lindex(f"{prefix}:test:fitting", 0), 15, "a replica to start fitting")
         staller = staller.decode()
         procs[staller].send_signal(signal.SIGKILL)
         procs[staller].wait(timeout=10)
@@ -111,9 +102,9 @@ def test_two_gateways_two_workers_share_refits(
             assert state["version"] == first_version, name
 
         # the lease (1 s) runs out and another replica refits and publishes
-        second = _wait(lambda: (p := store.pointer()) and p.version != first_version and p, 15,
+        second = wait_until(lambda: (p := store.pointer()) and p.version != first_version and p, 15,
                        "another replica to refit after the kill")
-        refits = _wait(lambda: (r := _refits(redis_client, prefix)) and len(r) >= 2 and r, 5, "the refit record")
+        refits = wait_until(lambda: (r := _refits(redis_client, prefix)) and len(r) >= 2 and r, 5, "the refit record")
         assert len(refits) == 2, refits  # the killed replica recorded nothing
         assert refits[1]["replica"] != staller and refits[1]["version"] == second.version
         time.sleep(1.0)

@@ -25,12 +25,11 @@ import yaml
 
 from models.aggregators import QueryScores
 from models.data import load_candidate_sets
+from tests.support import REDIS_URL, ROOT, wait_until
 from workers.online.keys import OnlineKeys
 from workers.online.store import RedisModelStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ROOT = Path(__file__).resolve().parents[2]
 CHEAP = ["answer_agreement", "math_check"]
 
 
@@ -45,17 +44,6 @@ def _metric(text: str, name: str, labels: str = "") -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-        except (httpx.HTTPError, OSError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_gateways_and_workers_share_one_refit(
@@ -91,7 +79,7 @@ def test_gateways_and_workers_share_one_refit(
     store = RedisModelStore(redis_client, OnlineKeys(prefix))
     try:
         for gw in gateways:
-            _wait(lambda gw=gw: gw.get("/readyz").status_code == 200, 120, "gateways ready with workers")
+            wait_until(lambda gw=gw: gw.get("/readyz").status_code == 200, 120, "gateways ready with workers")
         sets = load_candidate_sets(dev_set_path)
         for i, cs in enumerate(sets[:60]):
             response = gateways[i % 2].post("/v1/rerank", json={
@@ -99,7 +87,7 @@ def test_gateways_and_workers_share_one_refit(
             assert response.status_code == 200, response.text
             if i < 40:  # no refit before 50 queries: the diagnostics say the prior is serving
                 assert response.json()["verification"]["note"].startswith("cold start")
-        pointer = _wait(store.pointer, 30, "a publication")
+        pointer = wait_until(store.pointer, 30, "a publication")
         time.sleep(1.5)  # room for a duplicate refit to show up
         assert [i.sequence for i in store.versions()] == [1]
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from prometheus_client import CollectorRegistry
 
 from models.aggregators import QueryScores
 from models.online import ScoreRecord
+from tests.support import wait_until
 from workers.contract import CandidateResult, Job, JobResult, VerifierDiagnostics
 from workers.online.runtime import OnlineLearning, record_from_result
 from workers.online.settings import OnlineSettings
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _online(**overrides: object) -> tuple[OnlineLearning, CollectorRegistry]:
@@ -41,7 +31,7 @@ def test_refit_thread_swaps_model_and_exports_gauges(
     try:
         for q, query in enumerate(queries[:60]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"r{q}"))
-        assert _wait(lambda: registry.get_sample_value("weaver_model_version_sequence") == 1), "no refit in 10 s"
+        wait_until(lambda: registry.get_sample_value("weaver_model_version_sequence") == 1, 10, "the first refit")
         assert swapped == [online.holder.model.version]  # type: ignore[union-attr]
         assert online.note().startswith("online model ") and "(v1, refit)" in online.note()
         assert registry.get_sample_value("weaver_model_refits_total", {"outcome": "published", "reason": ""}) == 1
@@ -58,7 +48,7 @@ def test_refit_thread_swaps_model_and_exports_gauges(
                                          {"verifier": "answer_agreement", "task": ""}) is not None
         for q, query in enumerate(queries[60:110]):
             online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"s{q}"))
-        assert _wait(lambda: registry.get_sample_value("weaver_model_version_sequence") == 2), "no second refit"
+        wait_until(lambda: registry.get_sample_value("weaver_model_version_sequence") == 2, 10, "the second refit")
         assert len(swapped) == 2
         drift = registry.get_sample_value("weaver_model_drift_distance", {"task": ""})
         assert drift is not None and drift >= 0

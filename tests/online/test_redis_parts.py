@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from models.aggregators import QueryScores
 from models.online import ScoreRecord, fit_window, records_from_matrices, version_info
 from models.weaver import WeaverModel
 from service.cli import app
+from tests.support import REDIS_URL
 from workers.online.feedback import RedisOnlineAccuracy
 from workers.online.keys import OnlineKeys
 from workers.online.lock import RefitLock
@@ -25,7 +25,6 @@ from workers.online.store import LeaseLost, RedisModelStore
 from workers.online.subscriber import ModelSubscriber
 
 pytestmark = pytest.mark.redis
-REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ verifiers (answer agreement, math check), refits every 20 queries.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -29,14 +30,15 @@ import yaml
 from loadtests.run import free_port, local_service
 from models.data import CandidateSet, load_candidate_sets
 from models.online import DirectoryModelStore
+from tests.support import ROOT, wait_until
 from workers.online.feedback import RedisOnlineAccuracy
 from workers.online.keys import OnlineKeys
 from workers.online.store import RedisModelStore
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 CHEAP = ["answer_agreement", "math_check"]
 CLI = [sys.executable, "-m", "service.cli"]
+_wait = functools.partial(wait_until, ignore=(httpx.HTTPError, OSError))  # gateways that are still starting
 REFITS = {"WEAVER_ONLINE__REFIT_EVERY_QUERIES": "20", "WEAVER_ONLINE__REFIT_EVERY_SECONDS": "3600",
           "WEAVER_ONLINE__MIN_QUERIES": "20", "WEAVER_ONLINE__BY_TASK": "false", "WEAVER_ONLINE__POLL_S": "0.1",
           "WEAVER_ONLINE__LOCK_LEASE_MS": "2000", "WEAVER_LOG_LEVEL": "warning"}
@@ -67,17 +69,6 @@ def _story(text: str) -> dict[str, Any]:
             "accuracy": accuracy, "labelled": labelled}
 
 
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-        except (httpx.HTTPError, OSError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _rerank(client: httpx.Client, cs: CandidateSet) -> dict[str, Any]:

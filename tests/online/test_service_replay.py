@@ -9,9 +9,7 @@ every aggregator's online accuracy is then exact, and none of it reached the fit
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +24,7 @@ from models.data import load_candidate_sets
 from models.online_replay import selection_accuracy
 from models.weaver import WeaverModel
 from service.settings import Settings
+from tests.support import wait_until_async
 from workers.config import VerifierSpec, WorkerConfig
 from workers.online.settings import OnlineSettings
 
@@ -46,11 +45,6 @@ async def app_client(settings: Settings, **app_kwargs: Any) -> AsyncIterator[htt
         yield client
 
 
-async def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_replay_through_the_running_service(dev_set_path: Path) -> None:
@@ -86,7 +80,7 @@ async def test_replay_through_the_running_service(dev_set_path: Path) -> None:
                                         for i in range(len(cs.candidates))], dtype=float)
                 served[q], job_ids[q] = report["selected_index"], report["job_id"]
                 notes.append(report["note"])
-            await _wait_for(lambda: len(online.learner.history) == 6)  # refits after 50, 100, ..., 300
+            await wait_until_async(lambda: len(online.learner.history) == 6, 30, "refits after 50, 100, ..., 300")
             assert [o.published for o in online.learner.history] == [True] * 6, \
                 [o.reasons for o in online.learner.history]
             online_model: WeaverModel = online.holder.model

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import OwnRedis, build_tiny_generator
+
+from tests.reliability.harness import OwnRedis, build_tiny_generator
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import string
 import subprocess
 import threading
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -82,10 +83,6 @@ def write_worker_config(path: Path, *, generator_dir: Path | None = None,
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import live_server, write_worker_config
 
 from service.app import create_app
 from service.security import KeyChecker
 from service.settings import load_settings
+from tests.reliability.harness import live_server, write_worker_config
 
 RERANK = {"query": "2+2?", "documents": ["#### 4", "#### 5"], "verification": {"aggregator": "mean"}}
 

@@ -25,16 +25,16 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import OwnRedis, write_worker_config
 
 from service.app import create_app
 from service.settings import QueueSettings, Settings
+from tests.reliability.harness import OwnRedis, write_worker_config
+from tests.support import ROOT
 from workers.config import WorkerConfig
 from workers.entry import Worker
 from workers.queue.redis_worker import RedisWorkerLoop
 from workers.verifiers import Item, Verifier, register_verifier_type
 
-ROOT = Path(__file__).resolve().parents[2]
 RERANK = {"query": "Ann has 2 pens and buys 3. How many?", "documents": ["2 + 3 = 5. #### 5", "#### 5", "#### 6"]}
 _RELEASE = threading.Event()
 

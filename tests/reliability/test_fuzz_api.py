@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from harness import live_server, write_worker_config
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from service.app import create_app
 from service.settings import LimitSettings, QueueSettings, Settings
+from tests.reliability.harness import live_server, write_worker_config
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import write_worker_config
 
 from service.app import create_app
 from service.settings import Settings
+from tests.reliability.harness import write_worker_config
 
 GOOD = "def add(a, b):\n    return a + b"
 TESTS = ["assert add(2, 3) == 5"]

@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import ROOT
+
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 
 from service.app import create_app
 from service.settings import Settings
+from tests.support import REDIS_URL, free_port, redis_or_skip
+
+__all__ = ["REDIS_URL", "app_client", "assert_error", "free_port", "redis_or_skip"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @asynccontextmanager
@@ -38,19 +38,3 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert error["code"] == code, error
     return error
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_or_skip(url: str = REDIS_URL) -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Redis not reachable at {url}: {exc}")
-    return url

@@ -21,13 +21,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import yaml
-from gateway_support import REDIS_URL, app_client, free_port, redis_or_skip
 
 from service.settings import QueueSettings, Settings
+from tests.service.gateway_support import REDIS_URL, app_client, free_port, redis_or_skip
+from tests.support import ROOT
 from workers.queue.keys import GROUP, QueueKeys
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
 CHEAP = ["answer_agreement", "math_check"]
 
 

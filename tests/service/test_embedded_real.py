@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from gateway_support import free_port
 
 from service.app import create_app
 from service.settings import LimitSettings, Settings
+from tests.service.gateway_support import free_port
 
 pytestmark = pytest.mark.slow
 openai = pytest.importorskip("openai")

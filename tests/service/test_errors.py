@@ -10,10 +10,10 @@ import asyncio
 
 import httpx
 import pytest
-from gateway_fakes import FakeWorker
-from gateway_support import app_client, assert_error, free_port
 
 from service.settings import LimitSettings, QueueSettings, Settings
+from tests.service.gateway_fakes import FakeWorker
+from tests.service.gateway_support import app_client, assert_error, free_port
 
 CHAT = {"model": "weaver", "messages": [{"role": "user", "content": "What is 2+2?"}]}
 RERANK = {"query": "What is 2+2?", "documents": ["4", "5"]}

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from gateway_fakes import FakeWorker
 
+from tests.service.gateway_fakes import FakeWorker
 from workers.contract import Job
 from workers.queue.errors import QueueUnavailable
 from workers.queue.memory import InProcessQueue

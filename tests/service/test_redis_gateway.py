@@ -9,10 +9,10 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from gateway_fakes import FakeWorker
-from gateway_support import REDIS_URL, app_client, assert_error, redis_or_skip
 
 from service.settings import QueueSettings, Settings
+from tests.service.gateway_fakes import FakeWorker
+from tests.service.gateway_support import REDIS_URL, app_client, assert_error, redis_or_skip
 from workers.queue.redis_worker import RedisWorkerLoop
 
 pytestmark = pytest.mark.redis

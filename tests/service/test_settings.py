@@ -8,8 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings, load_settings
+from tests.support import ROOT
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "service" / "gateway.example.yaml"
+EXAMPLE = ROOT / "service" / "gateway.example.yaml"
 
 
 def test_example_config_lists_every_key_and_loads() -> None:

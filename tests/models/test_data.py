@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from models.data import DataError, load_candidate_sets
+from tests.support import ROOT
 
 GOOD = {"id": "q1", "prompt": "2+2?", "candidates": [{"text": "A: 4", "correct": True}, {"text": "A: 5"}],
         "reference": "4"}
@@ -46,7 +47,7 @@ def test_bad_input_names_line_and_field(tmp_path: Path, line: str, expected: str
 def test_cli_reports_bad_input_without_traceback(tmp_path: Path) -> None:
     path = _write(tmp_path, [json.dumps(GOOD), '{"id": 1, "prompt": "x"}'])
     result = subprocess.run([sys.executable, "-m", "service.cli", "eval", str(path)],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "sets.jsonl:2: field 'candidates': Field required" in result.stderr
     assert "Traceback" not in result.stderr

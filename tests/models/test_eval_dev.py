@@ -12,8 +12,7 @@ import numpy as np
 from models.data import load_candidate_sets
 from models.evaluate import evaluate
 from service.cli import build_queries
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
 
 
 def test_dev_set_baselines_match_published_figures(dev_set_path: Path) -> None:
