@@ -81,7 +81,7 @@ def test_promtool_unit_test_fails_when_an_alert_is_not_expected(tmp_path: Path) 
     path = tmp_path / "wrong.test.yml"
     path.write_text(yaml.safe_dump(test))
     done = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "WeaverNoLiveWorkers" in done.stdout
+    assert done.returncode != 0 and "WeaverNoLiveWorkers" in done.stdout + done.stderr
 
 
 def test_every_alert_has_a_unit_test_that_fires_it() -> None:
@@ -121,3 +121,18 @@ def test_prometheusrule_manifest_is_generated_from_the_rules_files() -> None:
     manifest = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())
     plain = [group for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
     assert sorted(manifest["spec"]["groups"], key=lambda g: g["name"]) == sorted(plain, key=lambda g: g["name"])
+
+
+def test_group_names_are_unique_across_files() -> None:
+    """The PrometheusRule puts every group in one list, where Prometheus requires unique names."""
+    names = [group["name"] for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
+    assert len(names) == len(set(names)), names
+
+
+@needs_promtool
+def test_promtool_accepts_the_prometheusrule_groups(tmp_path: Path) -> None:
+    manifest = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())
+    as_file = tmp_path / "prometheusrule-groups.yml"
+    as_file.write_text(yaml.safe_dump({"groups": manifest["spec"]["groups"]}))
+    done = subprocess.run([PROMTOOL, "check", "rules", str(as_file)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
