@@ -1,9 +1,10 @@
-"""End to end observability: a real Prometheus (the Debian package) scrapes a real ``weaver serve`` while
-traffic flows (rerank and chat, client errors, 5xx, a verifier that fails and one too slow for its timeout),
-evaluates the recording and alert rules of deploy/prometheus, and answers, through its HTTP API, every query of
-every dashboard panel. A panel whose query returns nothing fails with its title.
+"""End to end observability: a real Prometheus (the Debian package) scrapes a real ``weaver serve`` (embedded
+mode; in distributed mode a gateway plus a ``weaver worker`` on Redis, both scraped) while traffic flows
+(rerank and chat, client errors, 5xx, a verifier that fails and one too slow for its timeout), evaluates the
+recording and alert rules of deploy/prometheus, and answers, through its HTTP API, every query of every
+dashboard panel. A panel whose query returns nothing fails with its title.
 
-The same target is scraped twice: as job ``weaver`` and as job ``weaver-without-queue-depth``, whose scrape
+The gateway is scraped twice: as job ``weaver`` and as job ``weaver-without-queue-depth``, whose scrape
 drops ``weaver_queue_depth``, so the check can be shown to fail, naming the "Queue depth" panel, when a metric
 the dashboard uses disappears. Panels and rules come from the files, so a new panel is checked without
 touching this test. Scrape and rule evaluation run every second (rules files copied with ``interval: 1s``).
@@ -11,11 +12,16 @@ touching this test. Scrape and rule evaluation run every second (rules files cop
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,12 +32,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from loadtests.run import free_port, local_service
+from loadtests.run import free_port
 from models.data import load_candidate_sets
 from tests.generation.chat_server import Behaviour
 from tests.generation.chat_server import serve as serve_chat
@@ -44,8 +51,10 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "weaver-dashboard.json").read_text())
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
-JOB = "weaver"
-STRIPPED_JOB = "weaver-without-queue-depth"
+JOB = "weaver"  # the gateway's scrape job
+WORKER_JOB = "weaver-worker"  # the distributed worker's metrics port
+STRIPPED_JOB = "weaver-without-queue-depth"  # the gateway again, minus weaver_queue_depth
+TEST_REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval would be for a 1 s scrape, generously
 FAILING_SEED = 666  # the fake model server answers this seed with HTTP 500
 
@@ -154,7 +163,7 @@ def worker_config(chat_url: str, scorer_url: str) -> dict[str, Any]:
 
 
 @contextmanager
-def prometheus_server(tmp: Path, target: str) -> Iterator[Prometheus]:
+def prometheus_server(tmp: Path, gateway: str, worker: str | None) -> Iterator[Prometheus]:
     rule_files = []
     for path in RULE_FILES:  # the committed rules, evaluated every second instead of every 30 s / 1 m
         groups = yaml.safe_load(path.read_text())["groups"]
@@ -167,11 +176,11 @@ def prometheus_server(tmp: Path, target: str) -> Iterator[Prometheus]:
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": rule_files,
         "scrape_configs": [
-            {"job_name": JOB, "static_configs": [{"targets": [target]}]},
-            {"job_name": STRIPPED_JOB, "static_configs": [{"targets": [target]}],
+            {"job_name": JOB, "static_configs": [{"targets": [gateway]}]},
+            {"job_name": STRIPPED_JOB, "static_configs": [{"targets": [gateway]}],
              "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": "weaver_queue_depth",
                                          "action": "drop"}]},
-        ],
+        ] + ([{"job_name": WORKER_JOB, "static_configs": [{"targets": [worker]}]}] if worker else []),
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     check = subprocess.run(["promtool", "check", "config", str(tmp / "prometheus.yml")], capture_output=True,
@@ -234,67 +243,152 @@ def drive_traffic(base: str, dev_set: Path) -> dict[int, int]:
     return dict(statuses)
 
 
-@pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory, dev_set_path: Path) -> Iterator[Prometheus]:
-    tmp = tmp_path_factory.mktemp("observability")
+@contextmanager
+def weaver_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m service.cli ARGS`` from this checkout; SIGTERM (then kill) on the way out."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=full_env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.poll() is None, f"{proc.args} exited: {log.read_text()[-3000:]}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready after {timeout_s:.0f} s"
+        time.sleep(0.3)
+
+
+@dataclass(frozen=True)
+class Observed:
+    prometheus: Prometheus
+    mode: str
+    jobs: str  # the $job regex covering every scrape of the deployment (what Grafana's "All" would select)
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def observed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             dev_set_path: Path) -> Iterator[Observed]:
+    mode = request.param
+    prefix = f"test-observability-{uuid.uuid4().hex[:8]}"
+    if mode == "distributed":
+        try:
+            redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1).ping()
+        except redis.RedisError as exc:
+            pytest.skip(f"no Redis answering at {TEST_REDIS_URL}: {exc}")
+    tmp = tmp_path_factory.mktemp(f"observability-{mode}")
     config = tmp / "worker.yaml"
-    with serve_chat(Behaviour(fail_seeds={FAILING_SEED})) as chat_url, scorer_server() as scorer_url:
+    env = {"WEAVER_ONLINE__REFIT_EVERY_QUERIES": "12", "WEAVER_ONLINE__REFIT_EVERY_SECONDS": "3600",
+           "WEAVER_ONLINE__BY_TASK": "false", "WEAVER_LOG_LEVEL": "warning", "WEAVER_QUEUE__PREFIX": prefix}
+    port, worker_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        chat_url = stack.enter_context(serve_chat(Behaviour(fail_seeds={FAILING_SEED})))
+        scorer_url = stack.enter_context(scorer_server())
         config.write_text(yaml.safe_dump(worker_config(chat_url, scorer_url)))
-        env = {"WEAVER_ONLINE__REFIT_EVERY_QUERIES": "12", "WEAVER_ONLINE__REFIT_EVERY_SECONDS": "3600",
-               "WEAVER_ONLINE__BY_TASK": "false", "WEAVER_LOG_LEVEL": "warning"}
-        with local_service(env, worker_config=config, ready_timeout_s=180) as base, \
-                prometheus_server(tmp, base.removeprefix("http://")) as prometheus:
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        procs, logs = [], []
+        if mode == "embedded":
+            logs.append(tmp / "serve.log")
+            procs.append(stack.enter_context(weaver_process([*serve, "--worker-config", str(config)], env, logs[-1])))
+        else:
+            logs += [tmp / "worker.log", tmp / "serve.log"]
+            procs.append(stack.enter_context(weaver_process(
+                ["worker", "--redis-url", TEST_REDIS_URL, "--worker-config", str(config),
+                 "--metrics-port", str(worker_port)], env, logs[0])))
+            procs.append(stack.enter_context(weaver_process([*serve, "--redis-url", TEST_REDIS_URL], env, logs[1])))
+        wait_ready(f"{base}/readyz", procs, logs)
+        worker = f"127.0.0.1:{worker_port}" if mode == "distributed" else None
+        prometheus = stack.enter_context(prometheus_server(tmp, f"127.0.0.1:{port}", worker))
+        try:
             statuses = drive_traffic(base, dev_set_path)
             assert statuses.get(200, 0) >= 50 and statuses.get(400, 0) >= 1, statuses
             assert sum(n for status, n in statuses.items() if status >= 500) == 8, statuses
             time.sleep(4)  # a few more scrapes and rule evaluations after the last request
-            yield prometheus
+            yield Observed(prometheus, mode, f"{JOB}|{WORKER_JOB}" if worker else JOB)
+        finally:
+            if mode == "distributed":
+                client = redis.Redis.from_url(TEST_REDIS_URL)
+                for key in client.scan_iter(f"{prefix}:*"):
+                    client.delete(key)
+                client.close()
 
 
-def test_every_dashboard_panel_returns_data(observed: Prometheus) -> None:
-    assert_every_panel_answers(observed, JOB)
+def test_every_dashboard_panel_returns_data(observed: Observed) -> None:
+    assert_every_panel_answers(observed.prometheus, observed.jobs)
 
 
-def test_job_variable_lists_the_scraped_job(observed: Prometheus) -> None:
+def test_job_variable_lists_the_scraped_jobs(observed: Observed) -> None:
     for variable in DASHBOARD["templating"]["list"]:
         query = variable.get("query")
         if isinstance(query, dict) and query.get("query", "").startswith("label_values("):
             metric, label = query["query"].removeprefix("label_values(").rstrip(")").split(", ")
-            assert JOB in observed.get(f"/api/v1/label/{label}/values", **{"match[]": metric}), variable["name"]
+            values = observed.prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
+            assert JOB in values, variable["name"]
 
 
-def test_every_recording_rule_returns_data(observed: Prometheus) -> None:
-    empty = [name for name in recorded_names() if not observed.query(f'{name}{{job="{JOB}"}}')]
+def test_every_recording_rule_returns_data(observed: Observed) -> None:
+    empty = [name for name in recorded_names() if not observed.prometheus.query(f'{name}{{job=~"{observed.jobs}"}}')]
     assert not empty, f"recording rules without data: {empty}"
 
 
-def test_every_rule_evaluates_without_error(observed: Prometheus) -> None:
-    rules = [rule for group in observed.get("/api/v1/rules")["groups"] for rule in group["rules"]]
+def test_every_rule_evaluates_without_error(observed: Observed) -> None:
+    rules = [rule for group in observed.prometheus.get("/api/v1/rules")["groups"] for rule in group["rules"]]
     assert len(rules) == sum(len(g["rules"]) for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"])
     broken = [(rule["name"], rule.get("lastError")) for rule in rules if rule["health"] != "ok"]
     assert not broken, broken
 
 
-def test_the_5xx_show_in_the_availability_rules_and_alert(observed: Prometheus) -> None:
+def test_the_5xx_show_in_the_availability_rules_and_alert(observed: Observed) -> None:
     """8 of 63 chat/rerank requests failed: the error ratio is well above the fast-burn threshold (7.2%)."""
-    (sample,) = observed.query(f'job:weaver_request_errors:ratio_rate5m{{job="{JOB}"}}')
+    (sample,) = observed.prometheus.query(f'job:weaver_request_errors:ratio_rate5m{{job="{JOB}"}}')
     assert 0.05 < float(sample["value"][1]) < 0.25, sample
-    alerts = observed.get("/api/v1/alerts")["alerts"]
+    alerts = observed.prometheus.get("/api/v1/alerts")["alerts"]
     assert any(a["labels"]["alertname"] == "WeaverAvailabilityBudgetBurnFast" and a["labels"]["job"] == JOB
                for a in alerts), alerts
 
 
-def test_broken_and_slow_verifiers_raise_their_alerts(observed: Prometheus) -> None:
+def test_broken_and_slow_verifiers_raise_their_alerts(observed: Observed) -> None:
     """Their `for:` is 10 minutes, so within the test the alerts are pending; healthy verifiers raise none."""
-    alerts = [a for a in observed.get("/api/v1/alerts")["alerts"] if a["labels"].get("job") == JOB]
+    alerts = [a for a in observed.prometheus.get("/api/v1/alerts")["alerts"] if a["labels"].get("job") == JOB]
     raised = {(a["labels"]["alertname"], a["labels"].get("verifier")) for a in alerts}
     assert ("WeaverVerifierErrors", "broken_scorer") in raised, alerts
     assert ("WeaverVerifierTimeouts", "slow_scorer") in raised, alerts
     assert not {v for name, v in raised if name.startswith("WeaverVerifier")} & {"answer_agreement", "math_check"}
 
 
-def test_a_missing_metric_fails_the_check_with_the_panel_title(observed: Prometheus) -> None:
-    assert panels_without_data(observed, STRIPPED_JOB) == [
-        f'panel \'Queue depth\': no data for max by (instance) (weaver_queue_depth{{job=~"{STRIPPED_JOB}"}})']
+def test_a_missing_metric_fails_the_check_with_the_panel_title(observed: Observed) -> None:
+    jobs = observed.jobs.replace(JOB, STRIPPED_JOB, 1)  # the same deployment, its gateway scraped without the metric
+    assert panels_without_data(observed.prometheus, jobs) == [
+        f'panel \'Queue depth\': no data for max by (instance) (weaver_queue_depth{{job=~"{jobs}"}})']
     with pytest.raises(AssertionError, match="panel 'Queue depth'"):
-        assert_every_panel_answers(observed, STRIPPED_JOB)
+        assert_every_panel_answers(observed.prometheus, jobs)
+
+
+def test_the_distributed_worker_is_scraped_and_reports_its_label_model(observed: Observed) -> None:
+    if observed.mode != "distributed":
+        pytest.skip("embedded mode: the worker runs inside the gateway process")
+    query = observed.prometheus.query
+    assert [float(s["value"][1]) for s in query(f'up{{job="{WORKER_JOB}"}}')] == [1.0]
+    for series in ("weaver_model_version_info", "weaver_model_cold_start",
+                   "job_operation:weaver_score_cache_errors:rate5m"):
+        assert query(f'{series}{{job="{WORKER_JOB}"}}'), f"no {series} from the worker"
+    versions = {s["metric"]["version"] for s in query("weaver_model_version_info == 1")}
+    assert len(versions) == 1, f"gateway and worker serve different label models: {versions}"
