@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import promql_parser
 import pytest
 import redis
 import uvicorn
@@ -57,6 +58,9 @@ STRIPPED_JOB = "weaver-without-queue-depth"  # the gateway again, minus weaver_q
 TEST_REDIS_URL = os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval would be for a 1 s scrape, generously
 FAILING_SEED = 666  # the fake model server answers this seed with HTTP 500
+# Alerts written against metrics other work adds (job cancellation, code sandbox): absent on builds without it.
+NOT_YET_EXPORTED = {"weaver_jobs_cancelled_total", "weaver_cancelled_generation_tokens_total",
+                    "weaver_sandbox_available"}
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,32 @@ def test_every_rule_evaluates_without_error(observed: Observed) -> None:
     assert len(rules) == sum(len(g["rules"]) for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"])
     broken = [(rule["name"], rule.get("lastError")) for rule in rules if rule["health"] != "ok"]
     assert not broken, broken
+
+
+def selected_metrics(expr: str) -> set[str]:
+    names: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+def test_every_metric_the_alerts_read_is_scraped(observed: Observed) -> None:
+    """A misspelt metric in an alert never fires and no check notices; here it fails. Recorded series are
+    covered by the recording-rule test above."""
+    recorded = set(recorded_names())
+    alerts = [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule]
+    missing = {}
+    for alert in alerts:
+        for name in selected_metrics(alert["expr"]) - recorded - NOT_YET_EXPORTED:
+            if not observed.prometheus.query(f'count({{__name__="{name}"}})'):
+                missing.setdefault(alert["alert"], []).append(name)
+    assert not missing, f"alerts over metrics no target exports: {missing}"
 
 
 def test_the_5xx_show_in_the_availability_rules_and_alert(observed: Observed) -> None:
