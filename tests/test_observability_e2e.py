@@ -12,6 +12,7 @@ touching this test. Scrape and rule evaluation run every second (rules files cop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -121,13 +122,11 @@ def scorer_server() -> Iterator[str]:
     app = FastAPI()
 
     @app.post("/broken/score")
-    async def broken(request: Request) -> JSONResponse:
+    async def broken() -> JSONResponse:
         return JSONResponse({"error": {"message": "model crashed"}}, status_code=500)
 
     @app.post("/slow/score")
     async def slow(request: Request) -> JSONResponse:
-        import asyncio
-
         body = await request.json()
         await asyncio.sleep(2.0)
         return JSONResponse({"data": [{"index": i, "score": 0.5} for i in range(len(body["text_1"]))]})
@@ -287,14 +286,15 @@ class Observed:
     jobs: str  # the $job regex covering every scrape of the deployment (what Grafana's "All" would select)
 
 
-@pytest.fixture(scope="module", params=["embedded", "distributed"])
+@pytest.fixture(scope="module", params=["embedded", pytest.param("distributed", marks=pytest.mark.redis)])
 def observed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              dev_set_path: Path) -> Iterator[Observed]:
     mode = request.param
     prefix = f"test-observability-{uuid.uuid4().hex[:8]}"
     if mode == "distributed":
         try:
-            redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1).ping()
+            with redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1) as client:
+                client.ping()
         except redis.RedisError as exc:
             pytest.skip(f"no Redis answering at {TEST_REDIS_URL}: {exc}")
     tmp = tmp_path_factory.mktemp(f"observability-{mode}")
