@@ -155,9 +155,10 @@ def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
         AGGREGATION_LATENCY.observe(timings["aggregation"])
     for diag in result.diagnostics:
         VERIFIER_LATENCY.labels(diag.name).observe(diag.latency_s)
+        # both failure counters exist (at 0) for every verifier seen, so failure ratios are 0, not absent
+        errors, timeouts = VERIFIER_ERRORS.labels(diag.name), VERIFIER_TIMEOUTS.labels(diag.name)
         if diag.error:
-            counter = VERIFIER_TIMEOUTS if "timeout" in diag.error.lower() else VERIFIER_ERRORS
-            counter.labels(diag.name).inc()
+            (timeouts if "timeout" in diag.error.lower() else errors).inc()
         if _finite(diag.estimated_accuracy):
             VERIFIER_ACCURACY.labels(diag.name).set(float(diag.estimated_accuracy or 0.0))
     CANDIDATES.labels(endpoint).inc(len(result.candidates))
@@ -168,8 +169,9 @@ def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
         CONFIDENCE.observe(float(result.confidence or 0.0))
     if _finite(result.margin):
         MARGIN.observe(float(result.margin or 0.0))
+    abstentions = ABSTENTIONS.labels(endpoint)  # exported at 0 from the first answer on
     if abstained:
-        ABSTENTIONS.labels(endpoint).inc()
+        abstentions.inc()
     if result.aggregator:
         AGGREGATOR_INFO.labels(result.aggregator, result.aggregator_version or "").set(1)
 

@@ -1,7 +1,8 @@
 """Score cache keyed by (verifier name + version, prompt hash, candidate hash).
 
 In-memory LRU by default; Redis when configured, so every worker of a fleet shares it. Cache
-failures never fail scoring: a Redis outage reads as a miss and writes are dropped.
+failures never fail scoring: a Redis outage reads as a miss and writes are dropped, and each is counted in
+``weaver_score_cache_errors_total{operation}`` (alert WeaverScoreCacheFailing).
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from prometheus_client import Counter
+
 from workers.verifiers.base import GroupItem, Item, Score, Verifier, stable_hash
 
 log = logging.getLogger(__name__)
+
+CACHE_ERRORS = Counter(
+    "weaver_score_cache_errors_total", "Score cache reads or writes that failed (read as a miss / dropped)",
+    ["operation"],
+)
+for _operation in ("read", "write"):  # exported at 0 from the start, so rate() sees the first failure
+    CACHE_ERRORS.labels(_operation)
 
 
 def score_cache_key(verifier: Verifier, item: Item) -> str:
@@ -98,6 +108,7 @@ class RedisScoreCache(ScoreCache):
             raw = await self._client.mget([self.prefix + k for k in keys])
         except Exception as exc:  # noqa: BLE001 - an unavailable cache is a miss
             log.warning("score cache read failed: %s", exc)
+            CACHE_ERRORS.labels("read").inc()
             return {}
         return {k: _decode(v) for k, v in zip(keys, raw, strict=True) if v is not None}
 
@@ -111,6 +122,7 @@ class RedisScoreCache(ScoreCache):
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - dropping a write only costs a rescore
             log.warning("score cache write failed: %s", exc)
+            CACHE_ERRORS.labels("write").inc()
 
     async def close(self) -> None:
         await self._client.aclose()

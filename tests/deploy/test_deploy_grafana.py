@@ -1,8 +1,10 @@
 """Grafana dashboard and Prometheus scrape config.
 
 Every PromQL expression in the dashboard must parse (promql-parser, a binding of the Rust PromQL parser
-used by GreptimeDB) and may name only metrics the running service really exports: the test starts the
-embedded service, sends one rerank request, scrapes /metrics and compares.
+used by GreptimeDB) and may name only metrics the running service really exports, or series recorded by
+deploy/prometheus/recording.rules.yml (whose own expressions must then name exported metrics): the test
+starts the embedded service, sends one rerank request, scrapes /metrics and compares. That a real Prometheus
+returns data for every panel is tests/test_observability_e2e.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from tests.support import ROOT
 
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = json.loads((GRAFANA / "weaver-dashboard.json").read_text())
+RECORDED = {rule["record"]: rule["expr"]
+            for group in yaml.safe_load((ROOT / "deploy" / "prometheus" / "recording.rules.yml").read_text())["groups"]
+            for rule in group["rules"]}
 # Grafana substitutes these before the query reaches Prometheus.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$job": ".*"}
 SAMPLE_SUFFIXES = {
@@ -69,6 +74,14 @@ def substitute(expr: str) -> str:
     return expr
 
 
+def source_metrics(expr: str) -> set[str]:
+    """The scraped metrics an expression reads, through any recorded series it uses."""
+    found: set[str] = set()
+    for name in metric_names(expr):
+        found |= source_metrics(RECORDED[name]) if name in RECORDED else {name}
+    return found
+
+
 def metric_names(expr: str) -> set[str]:
     names: set[str] = set()
 
@@ -103,7 +116,8 @@ def test_dashboard_is_well_formed() -> None:
 def test_every_promql_expression_parses(title: str, expr: str) -> None:
     names = metric_names(substitute(expr))
     assert names, f"{title}: selects no metric"
-    assert all(n.startswith("weaver_") for n in names), f"{title}: {names}"
+    assert all(n.startswith("weaver_") or n in RECORDED for n in names), f"{title}: {names}"
+    assert all(n.startswith("weaver_") for n in source_metrics(substitute(expr))), title
 
 
 def test_parser_rejects_broken_promql() -> None:
@@ -165,7 +179,7 @@ def exported_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]
 def test_dashboard_names_only_exported_metrics(exported_metrics: dict[str, str]) -> None:
     used: dict[str, list[str]] = {}
     for title, expr in expressions():
-        for name in metric_names(substitute(expr)):
+        for name in source_metrics(substitute(expr)):
             used.setdefault(name, []).append(title)
     missing = {name: titles for name, titles in used.items() if name not in exported_metrics}
     assert not missing, f"dashboard queries metrics the service does not export: {missing}"
@@ -173,8 +187,10 @@ def test_dashboard_names_only_exported_metrics(exported_metrics: dict[str, str])
 
 @pytest.mark.slow
 def test_rate_and_quantile_use_the_right_metric_types(exported_metrics: dict[str, str]) -> None:
-    """rate() only over counters/histogram series, histogram_quantile() only over _bucket series."""
-    for title, expr in expressions():
+    """rate() only over counters/histogram series, histogram_quantile() only over _bucket series (a recorded
+    series counts as the metric between its colons: job_le:weaver_queue_wait_seconds_bucket:rate5m)."""
+    checked = expressions() + [(f"recording rule {name}", expr) for name, expr in RECORDED.items()]
+    for title, expr in checked:
         parsed = promql_parser.parse(substitute(expr))
         problems: list[str] = []
 
@@ -185,7 +201,7 @@ def test_rate_and_quantile_use_the_right_metric_types(exported_metrics: dict[str
                         problems.append(f"{title}: {node.func.name}() over gauge {name}")
             if isinstance(node, promql_parser.Call) and node.func.name == "histogram_quantile":
                 for name in metric_names(str(node.args[1])):
-                    if not name.endswith("_bucket"):
+                    if not (name.split(":")[1] if name in RECORDED else name).endswith("_bucket"):
                         problems.append(f"{title}: histogram_quantile over {name}")
             return True
 

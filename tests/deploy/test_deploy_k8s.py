@@ -1,7 +1,7 @@
 """Kubernetes manifests: schema validation (no cluster) plus the operational rules we promise.
 
 Core kinds are validated with kubernetes-validate (offline schemas, strict: unknown fields fail);
-ServiceMonitor, a Prometheus Operator CRD, against the schema subset in deploy/k8s/schemas/.
+ServiceMonitor and PrometheusRule, Prometheus Operator CRDs, against the schema subsets in deploy/k8s/schemas/.
 Overlays are rendered with the kustomize built into kubectl when it is on PATH; every plain
 manifest file is validated on its own either way.
 """
@@ -26,6 +26,7 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 K8S_VERSION = kubernetes_validate.latest_version()
 SERVICE_MONITOR_SCHEMA = json.loads((K8S / "schemas" / "servicemonitor.monitoring.coreos.com-v1.json").read_text())
+PROMETHEUS_RULE_SCHEMA = json.loads((K8S / "schemas" / "prometheusrule.monitoring.coreos.com-v1.json").read_text())
 NOT_RESOURCES = {"kustomization.yaml"}
 RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 
@@ -33,6 +34,8 @@ RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/component", "
 def validate(doc: dict[str, Any]) -> None:
     if doc.get("kind") == "ServiceMonitor":
         jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+    elif doc.get("kind") == "PrometheusRule":
+        jsonschema.validate(doc, PROMETHEUS_RULE_SCHEMA)
     else:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -86,6 +89,16 @@ def test_validator_is_strict() -> None:
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
     with pytest.raises(jsonschema.ValidationError):
         validate(monitor)
+    rules = yaml.safe_load((K8S / "base" / "prometheusrule.yaml").read_text())
+    validate(rules)
+    misspelt = copy.deepcopy(rules)
+    misspelt["spec"]["groups"][-1]["rules"][0]["for_"] = "5m"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(misspelt)
+    bad_duration = copy.deepcopy(rules)
+    bad_duration["spec"]["groups"][-1]["rules"][0]["for"] = "5 minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad_duration)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
@@ -94,7 +107,8 @@ def test_rendered_overlay_is_schema_valid(overlay: Path) -> None:
     for doc in docs:
         validate(doc)
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"} <= kinds
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+            "PrometheusRule"} <= kinds
     assert {"ConfigMap", "Secret", "ServiceAccount"} <= kinds
     namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
     assert len(namespaces) == 1 and None not in namespaces, f"resources spread over {namespaces}"

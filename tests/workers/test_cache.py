@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from workers.cache import JsonlScoreCache, MemoryScoreCache, RedisScoreCache, score_cache_key
 from workers.verifiers.base import GroupItem, PairItem
@@ -76,7 +77,13 @@ async def test_redis_cache_round_trip(live_redis_url: str) -> None:
 
 
 async def test_unreachable_redis_reads_as_a_miss() -> None:
+    def errors(operation: str) -> float:
+        return REGISTRY.get_sample_value("weaver_score_cache_errors_total", {"operation": operation}) or 0.0
+
+    before = {op: errors(op) for op in ("read", "write")}
     cache = RedisScoreCache("redis://127.0.0.1:1/0", prefix="weaver-test:")
     assert await cache.get_many(["a"]) == {}
     await cache.set_many({"a": 1.0})  # dropped, no exception
     await cache.close()
+    # each failure is counted (weaver_score_cache_errors_total, alert WeaverScoreCacheFailing)
+    assert {op: errors(op) - before[op] for op in before} == {"read": 1, "write": 1}
