@@ -239,6 +239,10 @@ def drive_traffic(base: str, dev_set: Path) -> dict[int, int]:
     first = [reranks[0], chats[0], failing[0], invalid[0], invalid[1]]
     second = reranks[1:] + chats[1:] + failing[1:] + invalid[2:]
     statuses = Counter(map(send, first))
+    # one label through /v1/feedback, so the online-accuracy series exist (they are born at the first label)
+    job_id = httpx.post(f"{base}/v1/rerank", json=reranks[0][1], timeout=120).json()["verification"]["job_id"]
+    statuses[send(("/v1/feedback", {"request_id": job_id, "candidate_index": 0,
+                                    "correct": bool(sets[0].candidates[0].correct)}))] += 1
     time.sleep(3)
     with ThreadPoolExecutor(max_workers=6) as pool:
         statuses.update(pool.map(send, second))
