@@ -170,3 +170,24 @@ async def test_cold_start_refusal_names_the_score_it_compared() -> None:
     assert "no calibrated confidence" in text and "score 0.500" in text and "confidence 0.500" not in text
     warm = cold.model_copy(update={"confidence": 0.42})
     assert abstention_text(warm, 0.99) == "abstained: confidence 0.420 is below min_confidence 0.99"
+
+
+async def test_verification_summary_header_on_every_face() -> None:
+    """Clients that drop unknown body fields (LangChain) or have no room for them (TEI) read the header."""
+    import json
+
+    async with app_client(Settings(), worker=FakeWorker()) as client:
+        responses = [
+            await client.post("/v1/chat/completions", json=CHAT),
+            await client.post("/v1/chat/completions", json={**CHAT, "stream": True}),
+            await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}),
+            await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS}),
+            await client.post("/rerank", json={"query": QUERY, "texts": DOCS}),
+        ]
+    for response in responses:
+        assert response.status_code == 200, response.text
+        summary = json.loads(response.headers["x-weaver-verification"])
+        assert summary["job_id"] and summary["aggregator"] == "weaver"
+        assert summary["verifiers"] == [{"name": "length", "kept": True, "estimated_accuracy": None, "error": None}]
+    tei = json.loads(responses[-1].headers["x-weaver-verification"])
+    assert tei["selected_index"] == responses[-1].json()[0]["index"]

@@ -24,6 +24,7 @@ from service.api.rerank.protocol import (
     Usage,
 )
 from service.api.rerank.service import Reranked, rerank_texts
+from service.api.verification import VerificationReport
 from service.errors import invalid
 from service.state import GatewayState
 
@@ -63,7 +64,7 @@ def _top(out: Reranked, top_n: int | None) -> list[tuple[int, float | None]]:
     return [(c.index, c.score) for c in out.ranking[: top_n or len(out.texts)]]
 
 
-async def cohere_v1(body: RerankRequest, state: GatewayState) -> RerankResponse:
+async def cohere_v1(body: RerankRequest, state: GatewayState) -> tuple[RerankResponse, VerificationReport]:
     """Cohere v1, Jina and vLLM: ``document: {text}`` when asked, ``meta`` and ``usage`` both present."""
     refuse_unsupported(body)
     out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
@@ -75,30 +76,35 @@ async def cohere_v1(body: RerankRequest, state: GatewayState) -> RerankResponse:
         )
         for i, s in _top(out, body.top_n)
     ]
-    return RerankResponse(
+    response = RerankResponse(
         model=out.model, results=results, meta=cohere_meta(out, "1"), usage=usage(out), verification=out.verification
     )
+    return response, out.verification
 
 
-async def cohere_v2(body: CohereV2RerankRequest, state: GatewayState) -> CohereV2RerankResponse:
+async def cohere_v2(
+    body: CohereV2RerankRequest, state: GatewayState
+) -> tuple[CohereV2RerankResponse, VerificationReport]:
     refuse_unsupported(body)
     out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
     results = [CohereV2RerankResult(index=i, relevance_score=score(s)) for i, s in _top(out, body.top_n)]
-    return CohereV2RerankResponse(
+    response = CohereV2RerankResponse(
         model=out.model, results=results, meta=cohere_meta(out, "2"), verification=out.verification
     )
+    return response, out.verification
 
 
-async def tei(body: TEIRerankRequest, state: GatewayState) -> list[TEIRank]:
-    """TEI answers a bare list, best first; it has no room for the ``verification`` block."""
+async def tei(body: TEIRerankRequest, state: GatewayState) -> tuple[list[TEIRank], VerificationReport]:
+    """TEI answers a bare list, best first; the ``verification`` block travels as a header only."""
     out = await rerank_texts(body.query, body.texts, body.verification, None, state, param="texts")
-    return [
+    ranks = [
         TEIRank(index=i, score=score(s, body.raw_scores), text=out.texts[i] if body.return_text else None)
         for i, s in _top(out, None)
     ]
+    return ranks, out.verification
 
 
-async def infinity(body: RerankRequest, state: GatewayState) -> InfinityRerankResponse:
+async def infinity(body: RerankRequest, state: GatewayState) -> tuple[InfinityRerankResponse, VerificationReport]:
     """Infinity's ``/rerank``: like Cohere v1, but ``document`` is the plain string."""
     refuse_unsupported(body)
     out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
@@ -108,4 +114,5 @@ async def infinity(body: RerankRequest, state: GatewayState) -> InfinityRerankRe
         )
         for i, s in _top(out, body.top_n)
     ]
-    return InfinityRerankResponse(model=out.model, results=results, usage=usage(out), verification=out.verification)
+    response = InfinityRerankResponse(model=out.model, results=results, usage=usage(out), verification=out.verification)
+    return response, out.verification

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
 
 from service.api.rerank import faces
 from service.api.rerank.protocol import (
@@ -15,10 +17,11 @@ from service.api.rerank.protocol import (
     TEIRank,
     TEIRerankRequest,
 )
-from service.api.verification import RerankVerification
+from service.api.verification import RerankVerification, VerificationReport, verification_header
 from service.deps import StateDep, require_api_key
 from service.errors import ERROR_RESPONSES, NOT_FOUND
 
+T = TypeVar("T")
 router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key)])
 RESPONSES = {**ERROR_RESPONSES, 404: NOT_FOUND}
 
@@ -27,15 +30,21 @@ def _label(request: Request, options: RerankVerification | None) -> None:
     request.state.aggregator = options.aggregator if options else "weaver"
 
 
+def _answer(http: Response, outcome: tuple[T, VerificationReport]) -> T:
+    body, verification = outcome
+    http.headers.update(verification_header(verification))
+    return body
+
+
 @router.post(
     "/v1/rerank",
     response_model=RerankResponse,
     responses=RESPONSES,
     summary="Score and rank client-supplied documents (Cohere v1 / Jina / vLLM shape)",
 )
-async def rerank_v1(body: RerankRequest, state: StateDep, request: Request) -> RerankResponse:
+async def rerank_v1(body: RerankRequest, state: StateDep, request: Request, http: Response) -> RerankResponse:
     _label(request, body.verification)
-    return await faces.cohere_v1(body, state)
+    return _answer(http, await faces.cohere_v1(body, state))
 
 
 @router.post(
@@ -44,9 +53,11 @@ async def rerank_v1(body: RerankRequest, state: StateDep, request: Request) -> R
     responses=RESPONSES,
     summary="Score and rank client-supplied documents (Cohere v2 shape)",
 )
-async def rerank_v2(body: CohereV2RerankRequest, state: StateDep, request: Request) -> CohereV2RerankResponse:
+async def rerank_v2(
+    body: CohereV2RerankRequest, state: StateDep, request: Request, http: Response
+) -> CohereV2RerankResponse:
     _label(request, body.verification)
-    return await faces.cohere_v2(body, state)
+    return _answer(http, await faces.cohere_v2(body, state))
 
 
 @router.post(
@@ -56,9 +67,9 @@ async def rerank_v2(body: CohereV2RerankRequest, state: StateDep, request: Reque
     summary="TEI (`texts` -> list of {index, score}) or Infinity (`documents` -> results with string documents)",
 )
 async def rerank_root(
-    body: RootRerankRequest, state: StateDep, request: Request
+    body: RootRerankRequest, state: StateDep, request: Request, http: Response
 ) -> list[TEIRank] | InfinityRerankResponse:
     _label(request, body.verification)
     if isinstance(body, TEIRerankRequest):
-        return await faces.tei(body, state)
-    return await faces.infinity(body, state)
+        return _answer(http, await faces.tei(body, state))
+    return _answer(http, await faces.infinity(body, state))
