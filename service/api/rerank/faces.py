@@ -87,7 +87,14 @@ async def cohere_v2(
 ) -> tuple[CohereV2RerankResponse, VerificationReport]:
     refuse_unsupported(body)
     out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
-    results = [CohereV2RerankResult(index=i, relevance_score=score(s)) for i, s in _top(out, body.top_n)]
+    results = [
+        CohereV2RerankResult(
+            index=i,
+            relevance_score=score(s),
+            document=DocumentOut(text=out.texts[i]) if body.return_documents else None,
+        )
+        for i, s in _top(out, body.top_n)
+    ]
     response = CohereV2RerankResponse(
         model=out.model, results=results, meta=cohere_meta(out, "2"), verification=out.verification
     )

@@ -63,6 +63,7 @@ class CohereV2RerankRequest(_RerankBase):
     model: str | None = None
     documents: list[str | DocumentIn] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
+    return_documents: bool | None = Field(None, description="not in Cohere's v2 API, but litellm sends it")
     max_tokens_per_doc: int | None = None
     relevant_spans: Any = None
     priority: int | None = None
@@ -138,6 +139,7 @@ class RerankResponse(BaseModel):
 class CohereV2RerankResult(BaseModel):
     index: int
     relevance_score: float | None
+    document: DocumentOut | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class CohereV2RerankResponse(BaseModel):
