@@ -34,8 +34,14 @@ def open_store(store: str, prefix: str = "weaver") -> Any:
     from models.online import DirectoryModelStore
 
     if not Path(store).is_dir():
-        raise typer.BadParameter(f"no version store at {store}", param_hint="--store")
+        typer.echo(f"error: no version store at {store} (online learning has published no version there; "
+                   "pass --store or set WEAVER_MODEL_STORE)", err=True)
+        raise typer.Exit(2)
     return DirectoryModelStore(store)
+
+
+def _is_directory_store(store: str) -> bool:
+    return not store.startswith(("redis://", "rediss://", "unix://"))
 
 
 def _when(ts: float) -> str:
@@ -57,24 +63,30 @@ def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = 
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every kept version, oldest first; * marks the one being served."""
     from rich.console import Console
-    from rich.table import Table
 
+    from service.cli_tables import fitted_table
+
+    if _is_directory_store(store) and not Path(store).exists():  # nothing published yet: not an error
+        if as_json:
+            typer.echo(json.dumps({"current": None, "versions": []}, indent=2))
+        else:
+            typer.echo(f"no versions yet in {store} (the service serves its cold-start prior)")
+        return
     model_store = open_store(store, prefix)
     infos = model_store.versions()
     current = model_store.current()
     if as_json:
         typer.echo(json.dumps({"current": current, "versions": [i.to_json() for i in infos]}, indent=2))
         return
-    table = Table(title=f"label-model versions in {store}")
-    for col in ("", "seq", "version", "created", "source", "queries", "drift", "tasks", "note"):
-        table.add_column(col)
-    for info in infos:
-        table.add_row("*" if info.version == current else "", f"v{info.sequence}", info.version,
-                      _when(info.created_at), info.source, str(info.n_queries),
-                      "-" if info.drift is None else f"{info.drift:.3f}", ",".join(info.tasks), info.note)
-    Console().print(table)
     if not infos:
-        typer.echo("no versions yet (the service serves its cold-start prior)")
+        typer.echo(f"no versions yet in {store} (the service serves its cold-start prior)")
+        return
+    rows = [["*" if info.version == current else "", f"v{info.sequence}", info.version, _when(info.created_at),
+             info.source, str(info.n_queries), "-" if info.drift is None else f"{info.drift:.3f}",
+             ",".join(info.tasks), info.note] for info in infos]
+    Console().print(fitted_table(f"label-model versions in {store}",
+                                 ["", "seq", "version", "created", "source", "queries", "drift", "tasks", "note"],
+                                 rows, left=("", "version", "created", "source", "tasks", "note")))
 
 
 @models_app.command("show")
@@ -172,34 +184,10 @@ def replay_cmd(
         typer.echo(f"wrote {plot}")
 
 
-def write_replay_plot(result: Any, path: Path, title: str = "") -> None:
-    import matplotlib
+def write_replay_plot(result: Any, path: Path, title: str = "", n_queries: int | None = None) -> None:
+    from models.eval_plots import replay_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seen = [p.seen for p in result.points]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    top.plot(seen, [100 * p.whole_set_accuracy for p in result.points], "o-", label="online model, whole set")
-    top.plot(seen, [100 * p.prequential_accuracy for p in result.points], "s--", label="served so far (prequential)")
-    top.axhline(100 * result.offline_accuracy, color="gray", linestyle=":", label="offline fit on all")
-    top.set_ylabel("selection accuracy (%)")
-    top.legend(loc="lower right")
-    top.set_title(title)
-    names = sorted({name for p in result.points for name in p.estimated_accuracy})
-    for name in names:
-        line, = bottom.plot(seen, [p.estimated_accuracy.get(name, float("nan")) for p in result.points], "o-",
-                            label=f"{name} est. accuracy")
-        bottom.plot(seen, [p.positive_rate.get(name, float("nan")) for p in result.points], ":",
-                    color=line.get_color(), label=f"{name} positive rate")
-    bottom.set_xlabel("queries seen")
-    bottom.set_ylabel("per-verifier rate (label-free)")
-    bottom.set_ylim(0, 1.02)
-    bottom.legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    replay_figure(result, n_queries if n_queries is not None else len(result.order), path, title)
 
 
 def register(app: typer.Typer) -> None:
