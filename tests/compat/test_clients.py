@@ -200,6 +200,11 @@ def langchain_verification(server: Server) -> None:
         streamed = chunk if streamed is None else streamed + chunk
     assert streamed is not None
     assert json.loads(streamed.response_metadata["headers"]["x-weaver-verification"])["job_id"]
+    strict = _chat_model(server).bind(extra_body={"verification": {"n_candidates": 2, "min_confidence": 1.0}})
+    message = strict.invoke("What is 12 + 30?")
+    verification = json.loads(message.response_metadata["headers"]["x-weaver-verification"])
+    assert verification["min_confidence"] == 1.0
+    assert ("refusal" in message.additional_kwargs) == verification["abstained"]  # an abstention keeps its reason
 
 
 CHECKS: dict[str, Callable[[Server], None]] = {
