@@ -97,6 +97,9 @@ async def test_rerank_refuses_unknown_model_and_unsupported_parameters() -> None
             body = {"query": QUERY, "documents": DOCS, name: value}
             error = assert_error(await client.post(path, json=body), 400, "unsupported_parameter")
             assert error["param"] == name
+        error = assert_error(await client.post("/v1/rerank", json={"query": QUERY, "documents": ["a", {"title": "b"}]}),
+                             400, "invalid_value")
+        assert error["param"] == "documents" and "documents[1] must be a string or an object" in error["message"]
         error = assert_error(await client.post("/rerank", json={"query": QUERY, "texts": []}), 400)
         assert error["param"] == "texts"
         error = assert_error(await client.post("/rerank", json={"query": QUERY}), 400)

@@ -2,7 +2,8 @@
 
 - Cohere v1 / Jina / vLLM (``POST /v1/rerank``): ``documents`` as strings or ``{text}``; results carry
   ``document: {text}``; the response has Cohere's ``meta`` and Jina's ``usage``.
-- Cohere v2 (``POST /v2/rerank``): ``model`` required, ``documents`` strings; results without documents.
+- Cohere v2 (``POST /v2/rerank``): ``model`` required, ``documents`` strings; results carry documents only
+  when asked with ``return_documents`` (not in Cohere's v2 API, but LiteLLM sends it).
 - TEI (``POST /rerank`` with ``texts``): a bare list of ``{index, score, text?}``.
 - Infinity (``POST /rerank`` with ``documents``): results carry ``document`` as a plain string.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from service.api.verification import RerankVerification, VerificationReport
 
@@ -40,11 +41,27 @@ class _RerankBase(BaseModel):
     verification: RerankVerification | None = None
 
 
-class RerankRequest(_RerankBase):
+class _WithDocuments(_RerankBase):
+    documents: list[str | DocumentIn] = Field(min_length=1)
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _documents_are_texts(cls, value: Any) -> Any:
+        """One clear message instead of pydantic's per-union-member errors (``documents.0.str``)."""
+        if isinstance(value, list):
+            for i, doc in enumerate(value):
+                if not (isinstance(doc, str) or (isinstance(doc, dict) and isinstance(doc.get("text"), str))):
+                    raise ValueError(f"documents[{i}] must be a string or an object with a string `text` field")
+        return value
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankRequest(_WithDocuments):
     """Cohere v1 / Jina / vLLM / Infinity body."""
 
     model: str | None = Field(None, description="the served model id (`GET /v1/models`); default: the ensemble")
-    documents: list[str | DocumentIn] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1, description="results returned (default: all)")
     return_documents: bool | None = Field(None, description="echo each document (Cohere v1/Jina/Infinity)")
     raw_scores: bool = Field(False, description="Infinity: log-odds instead of probabilities (see docs/clients.md)")
@@ -53,23 +70,16 @@ class RerankRequest(_RerankBase):
     max_tokens_per_doc: int | None = None
     priority: int | None = Field(None, description="Cohere scheduling hint; accepted, jobs run in arrival order")
 
-    def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
 
-
-class CohereV2RerankRequest(_RerankBase):
+class CohereV2RerankRequest(_WithDocuments):
     """Cohere v2 body (``cohere.ClientV2.rerank``): ``model`` is required there, optional here."""
 
     model: str | None = None
-    documents: list[str | DocumentIn] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
     return_documents: bool | None = Field(None, description="not in Cohere's v2 API, but litellm sends it")
     max_tokens_per_doc: int | None = None
     relevant_spans: Any = None
     priority: int | None = None
-
-    def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
 class TEIRerankRequest(_RerankBase):
