@@ -148,6 +148,12 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def replay_figure(result: Any, n_queries: int, path: Path, title: str = "") -> Path:
+    """Write ``build_replay_figure`` to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(build_replay_figure(result, n_queries, title), path)
+
+
+def build_replay_figure(result: Any, n_queries: int, title: str = "") -> Any:
     """``weaver online replay --plot``: accuracy and per-verifier label-free rates against queries seen.
 
     ``result`` is a ``models.online_replay.ReplayResult``. The curves run over the same range as the
@@ -195,5 +201,4 @@ def replay_figure(result: Any, n_queries: int, path: Path, title: str = "") -> P
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
                   ncol=1 if len(names) <= 8 else 2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
+    return fig

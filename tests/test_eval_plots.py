@@ -113,3 +113,26 @@ def test_models_list_without_a_store_says_no_versions_yet(tmp_path: Path) -> Non
     missing_show = _weaver("models", "show", "v1", "--store", str(missing))
     assert missing_show.returncode == 2 and missing_show.stderr.startswith("error: no version store at")
     assert missing_show.stderr.strip().count("\n") == 0
+
+
+def test_replay_plot_ends_where_the_headline_does(simulated: Path) -> None:
+    """80 queries, refits every 30: the last refit is at 60, yet the curves run to 80 and end on the
+    printed online and prequential figures."""
+    from models.data import load_candidate_sets
+    from models.eval_plots import build_replay_figure
+    from models.online_replay import replay
+    from service.cli import build_queries
+
+    sets = load_candidate_sets(simulated)
+    queries, _ = build_queries(sets, None, None)
+    result = replay(queries, [cs.labels for cs in sets], refit_every=30)
+    assert [p.seen for p in result.points] == [30, 60]
+    fig = build_replay_figure(result, len(queries), "replay")
+    top = fig.axes[0]
+    by_label = {line.get_label().split(":")[0]: line for line in top.get_lines()}
+    whole, prequential = by_label["online model, whole set"], by_label["served so far (prequential)"]
+    assert list(whole.get_xdata()) == [30, 60, 80] and list(prequential.get_xdata()) == [30, 60, 80]
+    assert whole.get_ydata()[-1] == pytest.approx(100 * result.online_accuracy)
+    assert prequential.get_ydata()[-1] == pytest.approx(100 * result.prequential_accuracy)
+    styles = {(line.get_linestyle(), line.get_marker()) for line in (whole, prequential)}
+    assert len(styles) == 2  # coinciding curves stay distinguishable
