@@ -21,7 +21,15 @@ from models.aggregators import (
     WeaverAggregator,
 )
 from models.answers import group_answers
-from models.metrics import Interval, auroc, bootstrap_mean, brier_score, expected_calibration_error
+from models.metrics import (
+    Interval,
+    ReliabilityBin,
+    auroc,
+    bootstrap_mean,
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
 from models.weaver import WeaverConfig, WeaverModel
 
 
@@ -34,6 +42,7 @@ class AggregatorRow:
     ece: float | None
     brier: float | None
     note: str
+    reliability: tuple[ReliabilityBin, ...] = ()  # probabilistic aggregators: the reliability diagram's bins
 
 
 @dataclass(frozen=True)
@@ -126,9 +135,12 @@ def evaluate(
             a: float | None = auroc(p, y)
             e: float | None = expected_calibration_error(p, y)
             b: float | None = brier_score(p, y)
+            bins = reliability_bins(p, y)
         else:
             a = e = b = None
-        rows.append(AggregatorRow(name, uses_labels, bootstrap_mean(np.array(hits), seed=seed), a, e, b, row_note))
+            bins = ()
+        rows.append(AggregatorRow(name, uses_labels, bootstrap_mean(np.array(hits), seed=seed), a, e, b, row_note,
+                                  bins))
 
     note("fitting Weaver (label-free)")
     tasks = [q.task for q in queries]

@@ -41,21 +41,41 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
-    """ECE with equal-width bins: sum over bins of |mean(p) - mean(y)| weighted by bin share."""
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One equal-width probability bin of a reliability diagram."""
+
+    low: float
+    high: float
+    count: int
+    mean_probability: float
+    accuracy: float  # share of the bin's candidates that are correct
+
+
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> tuple[ReliabilityBin, ...]:
+    """The non-empty equal-width bins of ``probabilities`` (values in [0, 1]) with their observed accuracy;
+    NaN scores and unknown labels are skipped. The bins ECE is computed over."""
     p = np.asarray(probabilities, dtype=float)
     y = np.asarray(labels, dtype=float)
     keep = ~np.isnan(p) & ~np.isnan(y)
-    p, y = p[keep], y[keep]
-    if p.size == 0:
-        return float("nan")
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
+    p, y = np.clip(p[keep], 0.0, 1.0), y[keep]
+    index = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    out = []
     for b in range(n_bins):
-        mask = bins == b
+        mask = index == b
         if mask.any():
-            total += mask.mean() * abs(p[mask].mean() - y[mask].mean())
-    return float(total)
+            out.append(ReliabilityBin(b / n_bins, (b + 1) / n_bins, int(mask.sum()), float(p[mask].mean()),
+                                      float(y[mask].mean())))
+    return tuple(out)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """ECE with equal-width bins: sum over bins of |mean(p) - mean(y)| weighted by bin share."""
+    bins = reliability_bins(probabilities, labels, n_bins)
+    total = sum(b.count for b in bins)
+    if total == 0:
+        return float("nan")
+    return float(sum(b.count / total * abs(b.mean_probability - b.accuracy) for b in bins))
 
 
 def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:

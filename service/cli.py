@@ -42,6 +42,10 @@ def default_data_dir() -> Path:
 def _load_sets(path: Path) -> list[Any]:
     from models.data import DataError, load_candidate_sets
 
+    if path.is_dir():
+        found = sorted(path.glob("*.jsonl"))[:3]
+        hint = f": one of {', '.join(str(f) for f in found)}" if found else ""
+        _fail(f"{path} is a directory; give a candidate-set file (JSON Lines){hint}")
     try:
         return load_candidate_sets(path)
     except DataError as exc:
@@ -144,11 +148,12 @@ def evaluate_cmd(
     model: Annotated[Path | None, typer.Option(help="Score with this fitted model instead of fitting")] = None,
     cache: Annotated[Path | None, typer.Option(help="Score cache file (default: .cache/scores-<file>.jsonl)")] = None,
     folds: Annotated[int, typer.Option(help="Folds for cross-fitted Weaver and supervised LR")] = 5,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write reliability.png, accuracy.png and verifiers.png into this directory")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Selection accuracy of every aggregator, with bootstrap 95% intervals over queries."""
     from rich.console import Console
-    from rich.table import Table
 
     from models.evaluate import evaluate
     from models.weaver import WeaverModel
@@ -157,38 +162,55 @@ def evaluate_cmd(
     sets = _load_sets(file)
     if cache is None and verifiers not in (None, "answer_agreement"):
         cache = Path(".cache") / f"scores-{file.stem}.jsonl"
+    if plot is not None and plot.exists() and not plot.is_dir():
+        _fail(f"--plot {plot} is a file; give a directory to write the PNGs into")
     with console.status("scoring candidates..."):
         queries, source = build_queries(sets, verifiers, cache)
     labels = [cs.labels if cs.labels is not None else _nan_labels(len(cs.candidates)) for cs in sets]
     fitted = WeaverModel.load(model) if model else None
     with console.status("evaluating...") as status:
         report = evaluate(queries, labels, model=fitted, folds=folds, progress=lambda m: status.update(m))
+    written: list[Path] = []
+    if plot is not None:
+        from models.eval_plots import write_eval_plots
+
+        with console.status("plotting..."):
+            written = write_eval_plots(report, plot)
     if as_json:
-        typer.echo(json.dumps(_jsonable(asdict(report)), indent=2))
+        payload = _jsonable(asdict(report))
+        if plot is not None:
+            payload["plots"] = [str(p) for p in written]
+        typer.echo(json.dumps(payload, indent=2))
         return
+    print_eval_report(report, f"[bold]{file}[/]: {report.n_queries} queries, {report.n_candidates} candidates, "
+                              f"{report.n_labelled_queries} labelled; scores: {source}")
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def print_eval_report(report: Any, headline: str) -> None:
+    """The two tables of ``weaver eval``, laid out to fit the terminal (cells wrap, numbers stay whole)."""
+    from rich.console import Console
+
+    from service.cli_tables import fitted_table
+
     out = Console()
-    out.print(f"[bold]{file}[/]: {report.n_queries} queries, {report.n_candidates} candidates, "
-              f"{report.n_labelled_queries} labelled; scores: {source}")
-    table = Table(title="Selection accuracy (%) with bootstrap 95% CI over queries")
-    for col in ("aggregator", "labels", "accuracy", "95% CI", "AUROC", "ECE", "note"):
-        table.add_column(col, justify="left" if col in ("aggregator", "note") else "right")
-    for row in report.rows:
-        table.add_row(row.name, "yes" if row.uses_labels else "no", _fmt(row.accuracy.mean, True),
-                      f"{_fmt(row.accuracy.low, True)}-{_fmt(row.accuracy.high, True)}",
-                      _fmt(row.auroc), _fmt(row.ece), row.note)
-    out.print(table)
-    vt = Table(title=f"Verifiers: Weaver estimates (no labels) vs truth (labels); model {report.weaver_version}, "
-               f"{'converged' if report.weaver_converged else 'NOT converged'} in {report.weaver_iterations} "
-               f"iterations; class balance est. {report.class_balance_estimated:.3f} / true "
-               f"{report.class_balance_true:.3f}")
-    for col in ("verifier", "kept", "thr", "pos rate", "est acc", "true acc", "est TPR", "true TPR",
-                "est FPR", "true FPR", "AUROC"):
-        vt.add_column(col, justify="left" if col == "verifier" else "right")
-    for r in report.verifier_rows:
-        vt.add_row(r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.threshold), _fmt(r.positive_rate),
-                   _fmt(r.est_accuracy), _fmt(r.true_accuracy), _fmt(r.est_tpr), _fmt(r.true_tpr),
-                   _fmt(r.est_fpr), _fmt(r.true_fpr), _fmt(r.auroc))
-    out.print(vt)
+    out.print(headline)
+    rows = [[row.name, "yes" if row.uses_labels else "no", _fmt(row.accuracy.mean, True),
+             f"{_fmt(row.accuracy.low, True)}-{_fmt(row.accuracy.high, True)}", _fmt(row.auroc), _fmt(row.ece),
+             row.note] for row in report.rows]
+    out.print(fitted_table("Selection accuracy (%) with bootstrap 95% CI over queries",
+                           ["aggregator", "labels", "accuracy", "95% CI", "AUROC", "ECE", "note"], rows,
+                           left=("aggregator", "labels", "note")))
+    vrows = [[r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.threshold), _fmt(r.positive_rate),
+              f"{_fmt(r.est_accuracy)}/{_fmt(r.true_accuracy)}", f"{_fmt(r.est_tpr)}/{_fmt(r.true_tpr)}",
+              f"{_fmt(r.est_fpr)}/{_fmt(r.true_fpr)}", _fmt(r.auroc)] for r in report.verifier_rows]
+    out.print(fitted_table(
+        f"Verifiers: Weaver estimates (no labels) vs truth (labels); model {report.weaver_version}, "
+        f"{'converged' if report.weaver_converged else 'NOT converged'} in {report.weaver_iterations} iterations; "
+        f"class balance est. {report.class_balance_estimated:.3f} / true {report.class_balance_true:.3f}",
+        ["verifier", "kept", "thr", "pos rate", "acc est/true", "TPR est/true", "FPR est/true", "AUROC"], vrows,
+        left=("verifier", "kept")))
     for warning in report.weaver_warnings:
         out.print(f"[yellow]warning:[/] {warning}")
 

@@ -79,15 +79,34 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     if not errors:
         return invalid("invalid request body")
     first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return _json_error(first, exc.body)
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return invalid("request body is empty; send a JSON object", code="invalid_json")
+    # "<tag>" parts name the branch of a tagged union (one route, several body shapes), not a field
+    loc = [str(part) for part in first.get("loc", ()) if part != "body" and not str(part).startswith("<")]
     param = ".".join(loc) or None
     message = first.get("msg", "invalid value")
     if param:
         message = f"{param}: {message}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error(s))"
-    code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_value"
-    return APIError(400, message, param=param, code=code)
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+def _json_error(error: dict[str, Any], body: Any) -> APIError:
+    """Say where the JSON breaks (line, column) and what the parser expected; no ``param``, since the
+    position is not a field."""
+    loc = error.get("loc", ())
+    position = loc[-1] if loc and isinstance(loc[-1], int) else None
+    reason = (error.get("ctx") or {}).get("error") or "invalid JSON"
+    where = ""
+    if position is not None:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        where = f" at line {line}, column {column} (char {position})"
+    return invalid(f"request body is not valid JSON: {reason}{where}", code="invalid_json")
 
 
 def error_response(err: APIError) -> JSONResponse:
@@ -122,3 +141,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         504: "Deadline exceeded",
     }.items()
 }
+
+NOT_FOUND: dict[str, Any] = {"model": ErrorResponse, "description": "Unknown model (`code: model_not_found`)"}

@@ -36,7 +36,9 @@ def open_store(store: str, prefix: str = "weaver") -> Any:
     from models.online import DirectoryModelStore
 
     if not Path(store).is_dir():
-        raise typer.BadParameter(f"no version store at {store}", param_hint="--store")
+        typer.echo(f"error: no version store at {store} (online learning has published no version there; "
+                   "pass --store or set WEAVER_MODEL_STORE)", err=True)
+        raise typer.Exit(2)
     return DirectoryModelStore(store)
 
 
@@ -55,6 +57,10 @@ def _empty(model_store: Any, store: str) -> str:
         return (f"no versions under prefix {model_store.keys.prefix!r} in {store}; versions exist under "
                 f"{', '.join(repr(p) for p in others)} (pass --prefix or set WEAVER_QUEUE__PREFIX)")
     return "no versions yet (the service serves its cold-start prior)"
+
+
+def _is_directory_store(store: str) -> bool:
+    return not store.startswith(("redis://", "rediss://", "unix://"))
 
 
 def _when(ts: float) -> str:
@@ -84,8 +90,15 @@ def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = 
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every kept version, oldest first; * marks the one being served."""
     from rich.console import Console
-    from rich.table import Table
 
+    from service.cli_tables import fitted_table
+
+    if _is_directory_store(store) and not Path(store).exists():  # nothing published yet: not an error
+        if as_json:
+            typer.echo(json.dumps({"current": None, "versions": []}, indent=2))
+        else:
+            typer.echo(f"no versions yet in {store} (the service serves its cold-start prior)")
+        return
     model_store = open_store(store, prefix)
     infos = model_store.versions()
     pointer = model_store.pointer()
@@ -94,18 +107,16 @@ def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = 
         typer.echo(json.dumps({"current": current, "pointer": pointer.to_json() if pointer else None,
                                "versions": [i.to_json() for i in infos]}, indent=2))
         return
-    table = Table(title=f"label-model versions in {store}")
-    for col in ("", "seq", "version", "created", "source", "queries", "drift", "tasks", "note"):
-        table.add_column(col)
-    for info in infos:
-        table.add_row("*" if info.version == current else "", f"v{info.sequence}", info.version,
-                      _when(info.created_at), info.source, str(info.n_queries),
-                      "-" if info.drift is None else f"{info.drift:.3f}", ",".join(info.tasks), info.note)
-    Console().print(table)
     if not infos:
         typer.echo(_empty(model_store, store))
-    else:
-        typer.echo(_pointer_text(pointer))
+        return
+    rows = [["*" if info.version == current else "", f"v{info.sequence}", info.version, _when(info.created_at),
+             info.source, str(info.n_queries), "-" if info.drift is None else f"{info.drift:.3f}",
+             ",".join(info.tasks), info.note] for info in infos]
+    Console().print(fitted_table(f"label-model versions in {store}",
+                                 ["", "seq", "version", "created", "source", "queries", "drift", "tasks", "note"],
+                                 rows, left=("", "version", "created", "source", "tasks", "note")))
+    typer.echo(_pointer_text(pointer))
 
 
 @models_app.command("show")
@@ -220,53 +231,10 @@ def replay_cmd(
         typer.echo(f"wrote {plot}")
 
 
-def write_replay_plot(result: Any, path: Path, title: str = "") -> None:
-    import matplotlib.pyplot as plt
+def write_replay_plot(result: Any, path: Path, title: str = "", n_queries: int | None = None) -> None:
+    from models.eval_plots import replay_figure
 
-    fig = replay_figure(result, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def replay_figure(result: Any, title: str = "") -> Any:
-    """Accuracy (top) and per-verifier label-free rates (bottom) against queries seen."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # every curve runs to the last query, like the headline figures: the version after the last refit serves
-    # until the end, and the prequential accuracy counts every query
-    total = len(result.order)
-    seen = [p.seen for p in result.points] + [total]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    top.plot(seen, [100 * p.whole_set_accuracy for p in result.points] + [100 * result.online_accuracy], "o-",
-             drawstyle="steps-post", label="online model, whole set")
-    top.plot(seen, [100 * p.prequential_accuracy for p in result.points] + [100 * result.prequential_accuracy],
-             "s--", label="served so far (prequential)")
-    top.axhline(100 * result.offline_accuracy, color="gray", linestyle=":", label="offline fit on all")
-    top.set_ylabel("selection accuracy (%)")
-    top.legend(loc="lower right")
-    top.set_title(title)
-    names = sorted({name for p in result.points for name in p.estimated_accuracy})
-    markers = "osD^vPX*<>"
-    for k, name in enumerate(names):
-        # hollow markers shrinking with k, so verifiers whose curves coincide stay visible (nested rings)
-        style = {"marker": markers[k % len(markers)], "markersize": 10 - 6 * k / max(len(names) - 1, 1),
-                 "markerfacecolor": "none", "drawstyle": "steps-post"}
-        acc = [p.estimated_accuracy.get(name, float("nan")) for p in result.points]
-        line, = bottom.plot(seen, acc + acc[-1:], "-", linewidth=2.5 - 1.5 * k / max(len(names) - 1, 1),
-                            label=f"{name} est. accuracy", **style)
-        rate = [p.positive_rate.get(name, float("nan")) for p in result.points]
-        bottom.plot(seen, rate + rate[-1:], ":", color=line.get_color(), label=f"{name} positive rate", **style)
-    bottom.set_xlim(0, total)
-    bottom.set_xlabel("queries seen")
-    bottom.set_ylabel("per-verifier rate (label-free)")
-    bottom.set_ylim(0, 1.02)
-    bottom.legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
-    return fig
+    replay_figure(result, n_queries if n_queries is not None else len(result.order), path, title)
 
 
 def register(app: typer.Typer) -> None:

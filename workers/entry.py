@@ -185,6 +185,13 @@ class Worker:
     def available_verifiers(self) -> list[str]:
         return [spec.name for spec in self.config.verifiers if spec.name in self._verifiers]
 
+    def describe_generation(self) -> dict[str, str] | None:
+        """The generator behind chat (``/v1/models`` lists its model id), or None without one."""
+        if self._generator is None:
+            return None
+        return {"backend": str(getattr(self._generator, "name", "unknown")),
+                "model": str(getattr(self._generator, "model", "") or "")}
+
     def profiles(self) -> dict[str, list[str]]:
         return {name: list(members) for name, members in self.config.profiles.items()}
 

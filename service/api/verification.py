@@ -3,6 +3,7 @@ checks that run before a job is queued (limits, verifier names, profiles)."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -148,3 +149,34 @@ def report(result: JobResult, min_confidence: float | None, *, with_candidates: 
 
 def ranked(result: JobResult) -> list[CandidateResult]:
     return sorted(result.candidates, key=lambda c: c.rank)
+
+
+VERIFICATION_HEADER = "X-Weaver-Verification"
+
+
+def verification_header(block: VerificationReport) -> dict[str, str]:
+    """A compact copy of the ``verification`` block as one response header (ASCII JSON), for clients that
+    keep response headers but drop unknown body fields (LangChain's ``include_response_headers=True``,
+    TEI clients whose list body has no room for it). Per-verifier rows keep name, kept, estimated accuracy
+    and error; the per-candidate arrays stay in the body only."""
+    summary = {
+        "job_id": block.job_id,
+        "selected_index": block.selected_index,
+        "confidence": _finite(block.confidence),
+        "margin": _finite(block.margin),
+        "abstained": block.abstained,
+        "min_confidence": block.min_confidence,
+        "aggregator": block.aggregator,
+        "aggregator_version": block.aggregator_version,
+        "note": block.note[:200],
+        "verifiers": [
+            {"name": v.name, "kept": v.kept, "estimated_accuracy": _finite(v.estimated_accuracy),
+             "error": None if v.error is None else v.error[:120]}
+            for v in block.verifiers
+        ],
+    }
+    return {VERIFICATION_HEADER: json.dumps(summary, separators=(",", ":"), ensure_ascii=True, allow_nan=False)}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -4,7 +4,7 @@ Every PromQL expression in the dashboard must parse (promql-parser, a binding of
 used by GreptimeDB) and may name only metrics the running service really exports, or series recorded by
 deploy/prometheus/recording.rules.yml (whose own expressions must then name exported metrics): the test
 starts the embedded service, sends one rerank request, scrapes /metrics and compares. That a real Prometheus
-returns data for every panel is tests/test_observability_e2e.py.
+returns data for every panel is tests/deploy/test_observability_e2e.py.
 """
 
 from __future__ import annotations

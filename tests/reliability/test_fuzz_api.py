@@ -61,8 +61,9 @@ def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 def _fuzz(case: Any, base_url: str) -> None:
-    if case.path == "/v1/chat/completions" and isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
-        case.body["model"] = "weaver"  # a random model id is always 404: name the served one to reach generation
+    served_model_paths = ("/v1/chat/completions", "/v1/rerank", "/v2/rerank", "/rerank")
+    if case.path in served_model_paths and isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
+        case.body["model"] = "weaver"  # a random model id is always 404: name the served one to reach the work
     response = case.call(base_url=base_url, timeout=120)
     SEEN[(case.path, response.status_code // 100)] += 1
     if case.path == "/readyz" and response.status_code == 503:  # readiness answers with its own body

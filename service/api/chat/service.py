@@ -14,6 +14,8 @@ from service.api.chat.protocol import (
     Delta,
     Usage,
 )
+from service.api.chat.unsupported import refuse_unsupported
+from service.api.model_names import check_model
 from service.api.verification import (
     ChatVerification,
     check_chars,
@@ -24,7 +26,7 @@ from service.api.verification import (
     report,
     selection_confidence,
 )
-from service.errors import APIError, invalid
+from service.errors import invalid
 from service.metrics import observe_result
 from service.state import GatewayState
 from workers.contract import ChatMessage, Job, JobResult, SamplingParams
@@ -37,16 +39,20 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
     settings = state.settings
     options = request.verification or ChatVerification()
     await check_model(request.model, state)
+    refuse_unsupported(request)
     limit = settings.limits.max_candidates
-    n_candidates = options.n_candidates or min(max(settings.default_n_candidates, request.n), limit)
-    if n_candidates > settings.limits.max_candidates:
+    n_candidates = options.n_candidates or min(settings.default_n_candidates, limit)
+    if n_candidates > limit:
         raise invalid(
-            f"n_candidates={n_candidates} exceeds the limit of {settings.limits.max_candidates}",
-            "verification.n_candidates",
-            "limit_exceeded",
+            f"n_candidates={n_candidates} exceeds the limit of {limit}", "verification.n_candidates", "limit_exceeded"
         )
     if request.n > n_candidates:
-        raise invalid(f"n={request.n} exceeds n_candidates={n_candidates}", "n")
+        source = "" if options.n_candidates else " (the default)"
+        raise invalid(
+            f"n={request.n} exceeds n_candidates={n_candidates}{source}: choices are the top n of the sampled "
+            f"candidates; set verification.n_candidates >= n (limit {limit})",
+            "n",
+        )
     max_tokens = request.max_completion_tokens or request.max_tokens
     if max_tokens is not None and max_tokens > settings.limits.max_tokens:
         raise invalid(
@@ -84,21 +90,18 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
     )
 
 
-async def check_model(model: str, state: GatewayState) -> None:
-    served = [state.settings.served_model_name, *(await state.queue.catalog()).models]
-    if model not in served:
-        raise APIError(
-            404,
-            f"model {model!r} not found; available: {', '.join(served)}",
-            type="not_found_error",
-            param="model",
-            code="model_not_found",
-        )
-
-
-def abstention_text(confidence: float | None, min_confidence: float) -> str:
-    shown = "unknown" if confidence is None else f"{confidence:.3f}"
-    return f"abstained: confidence {shown} is below min_confidence {min_confidence}"
+def abstention_text(result: JobResult, min_confidence: float) -> str:
+    """Why the answer was withheld, naming the number that was compared: the aggregator's confidence when it
+    gives one, else (cold start, non-probabilistic aggregators) the selected candidate's score."""
+    if result.confidence is not None:
+        return f"abstained: confidence {result.confidence:.3f} is below min_confidence {min_confidence}"
+    score = selection_confidence(result)
+    if score is None:
+        return f"abstained: the aggregator gave no confidence or score to compare with min_confidence {min_confidence}"
+    return (
+        f"abstained: the aggregator gave no calibrated confidence ({result.aggregator_note or result.aggregator}); "
+        f"the selected answer's score {score:.3f} is below min_confidence {min_confidence}"
+    )
 
 
 def build_response(request: ChatCompletionRequest, result: JobResult) -> ChatCompletionResponse:
@@ -107,7 +110,7 @@ def build_response(request: ChatCompletionRequest, result: JobResult) -> ChatCom
     choices = []
     for i, candidate in enumerate(ranked(result)[: request.n]):
         if verification.abstained and options.min_confidence is not None:
-            refusal = abstention_text(selection_confidence(result), options.min_confidence)
+            refusal = abstention_text(result, options.min_confidence)
             message = AssistantMessage(content=None, refusal=refusal)
         else:
             message = AssistantMessage(content=candidate.text)

@@ -1,10 +1,16 @@
-"""Rerank: score client-supplied documents with the verifier ensemble; no generation."""
+"""Rerank: score client-supplied documents with the verifier ensemble; no generation.
+
+One service (``rerank_texts``) for every face; ``faces.py`` only reshapes its outcome.
+"""
 
 from __future__ import annotations
 
-from service.api.rerank.protocol import DocumentOut, RerankRequest, RerankResponse, RerankResult
+from dataclasses import dataclass
+
+from service.api.model_names import check_model
 from service.api.verification import (
     RerankVerification,
+    VerificationReport,
     check_chars,
     check_selection,
     deadline,
@@ -15,24 +21,33 @@ from service.api.verification import (
 from service.errors import invalid
 from service.metrics import observe_result
 from service.state import GatewayState
-from workers.contract import Job, JobResult
+from workers.contract import CandidateResult, Job, JobResult
 
 
-async def build_job(request: RerankRequest, state: GatewayState) -> Job:
+@dataclass(frozen=True)
+class Reranked:
+    """What every face is built from: the documents best first, and the diagnostics block."""
+
+    model: str
+    query: str
+    texts: list[str]
+    ranking: list[CandidateResult]
+    verification: VerificationReport
+
+
+async def build_job(
+    query: str, texts: list[str], options: RerankVerification, state: GatewayState, param: str = "documents"
+) -> Job:
     settings = state.settings
-    options = request.verification or RerankVerification()
-    texts = request.texts()
     if len(texts) > settings.limits.max_candidates:
         raise invalid(
-            f"{len(texts)} documents exceed the limit of {settings.limits.max_candidates}",
-            "documents",
-            "limit_exceeded",
+            f"{len(texts)} documents exceed the limit of {settings.limits.max_candidates}", param, "limit_exceeded"
         )
-    check_chars(len(request.query) + sum(len(t) for t in texts), settings, "documents")
+    check_chars(len(query) + sum(len(t) for t in texts), settings, param)
     check_selection(options, await state.queue.catalog(), settings)
     return Job(
         kind="rerank",
-        prompt=request.query,
+        prompt=query,
         candidates=texts,
         n_candidates=len(texts),
         verifiers=options.verifiers,
@@ -44,27 +59,21 @@ async def build_job(request: RerankRequest, state: GatewayState) -> Job:
     )
 
 
-def build_response(request: RerankRequest, result: JobResult, model: str) -> RerankResponse:
-    options = request.verification or RerankVerification()
-    texts = request.texts()
-    top = ranked(result)[: request.top_n or len(texts)]
-    results = [
-        RerankResult(
-            index=c.index,
-            relevance_score=c.score,
-            document=DocumentOut(text=texts[c.index]) if request.return_documents else None,
-        )
-        for c in top
-    ]
-    return RerankResponse(
-        model=model, results=results, verification=report(result, options.min_confidence, with_candidates=False)
-    )
-
-
-async def rerank(request: RerankRequest, state: GatewayState) -> RerankResponse:
-    job = await build_job(request, state)
-    result = await state.queue.submit(job)
+async def rerank_texts(
+    query: str,
+    texts: list[str],
+    options: RerankVerification | None,
+    model: str | None,
+    state: GatewayState,
+    *,
+    param: str = "documents",
+) -> Reranked:
+    """Check the model name and limits, run one rerank job, return the documents ranked best first."""
+    options = options or RerankVerification()
+    served = await check_model(model, state)
+    job = await build_job(query, texts, options, state, param)
+    result: JobResult = await state.queue.submit(job)
     raise_for_job_error(result)
-    response = build_response(request, result, request.model or state.settings.served_model_name)
-    observe_result("rerank", result, response.verification.abstained)
-    return response
+    verification = report(result, options.min_confidence, with_candidates=False)
+    observe_result("rerank", result, verification.abstained)
+    return Reranked(model=served, query=query, texts=texts, ranking=ranked(result), verification=verification)

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from service.api.system import service
-from service.api.system.protocol import Health, ModelList, Readiness, VerifierList
+from service.api.system.protocol import Health, ModelCard, ModelList, Readiness, VerifierList
 from service.deps import StateDep, require_api_key, require_ops_key
-from service.errors import ERROR_RESPONSES
+from service.errors import ERROR_RESPONSES, NOT_FOUND
 from service.metrics import observe_capacity, observe_queue, observe_workers, render_metrics
 from workers.queue.errors import QueueUnavailable
 
@@ -24,6 +24,14 @@ STARTED = int(time.time())
 async def list_models(state: StateDep) -> ModelList:
     """The served ensemble name (use it as ``model``) and the generator model(s) behind it."""
     return await service.models(state, STARTED)
+
+
+@catalog_router.get(
+    "/models/{model_id:path}", response_model=ModelCard, responses={**ERROR_RESPONSES, 404: NOT_FOUND}
+)
+async def retrieve_model(model_id: str, state: StateDep) -> ModelCard:
+    """One model by id (``openai`` client's ``models.retrieve``); 404 ``model_not_found`` when not served."""
+    return await service.model(state, model_id, STARTED)
 
 
 @catalog_router.get("/verifiers", response_model=VerifierList, responses=ERROR_RESPONSES)

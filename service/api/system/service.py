@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.api.model_names import model_not_found, served_models
 from service.api.system.protocol import ModelCard, ModelList, Readiness, VerifierList
 from service.state import GatewayState
 from workers.queue.errors import QueueUnavailable
@@ -28,9 +29,15 @@ async def readiness(state: GatewayState) -> Readiness:
 
 
 async def models(state: GatewayState, created: int) -> ModelList:
-    names = [state.settings.served_model_name]
-    names += [m for m in (await state.queue.catalog()).models if m not in names]
-    return ModelList(data=[ModelCard(id=name, created=created) for name in names])
+    return ModelList(data=[ModelCard(id=name, created=created) for name in await served_models(state)])
+
+
+async def model(state: GatewayState, model_id: str, created: int) -> ModelCard:
+    """One served model, or 404 ``model_not_found`` in the OpenAI error shape."""
+    served = await served_models(state)
+    if model_id not in served:
+        raise model_not_found(model_id, served)
+    return ModelCard(id=model_id, created=created)
 
 
 async def verifiers(state: GatewayState) -> VerifierList:
