@@ -133,7 +133,7 @@ class WorkerStatsCollector:
 
 
 WORKER_STATS = WorkerStatsCollector()
-REGISTRY.register(WORKER_STATS)  # type: ignore[arg-type]
+REGISTRY.register(WORKER_STATS)
 
 
 def observe_workers(catalog: Catalog) -> None:
@@ -192,6 +192,6 @@ def render_metrics() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)
-        registry.register(WORKER_STATS)  # type: ignore[arg-type]
+        registry.register(WORKER_STATS)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

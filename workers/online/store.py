@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import redis
 
 from models.online import PinPolicy, Pointer, VersionInfo, VersionNotFound, pin_allows
 from models.weaver import WeaverModel
 from workers.online.keys import OnlineKeys
+
+T = TypeVar("T")
 
 
 class LeaseLost(RuntimeError):
@@ -56,11 +59,14 @@ class RedisModelStore:
             pipe.publish(self.keys.events, pointer)
             return published
 
-        result: VersionInfo | None = self.client.transaction(
-            attempt, self.keys.lock, self.keys.current, self.keys.sequence, value_from_callable=True)
+        result = self._transaction(attempt, self.keys.lock, self.keys.current, self.keys.sequence)
         if result is not None:
             self._prune()
         return result
+
+    def _transaction(self, attempt: Callable[[Any], T], *watched: str) -> T:
+        """``attempt`` under WATCH on ``watched``, retried on a conflicting write; returns what it returned."""
+        return cast(T, self.client.transaction(attempt, *watched, value_from_callable=True))  # type: ignore[arg-type]
 
     def rollback(self, version: str) -> Pointer:
         """Serve a kept version again, pinned, and announce it: every replica swaps to it."""
@@ -75,9 +81,7 @@ class RedisModelStore:
             self._move(pipe, pointer)
             return pointer
 
-        result: Pointer = self.client.transaction(attempt, self.keys.current, self.keys.artifact(version),
-                                                  value_from_callable=True)
-        return result
+        return self._transaction(attempt, self.keys.current, self.keys.artifact(version))
 
     def unpin(self) -> Pointer | None:
         """Let refits replace the served version again; announced so every replica's gauges follow."""
@@ -90,8 +94,7 @@ class RedisModelStore:
             self._move(pipe, unpinned)
             return unpinned
 
-        result: Pointer | None = self.client.transaction(attempt, self.keys.current, value_from_callable=True)
-        return result
+        return self._transaction(attempt, self.keys.current)
 
     def set_current(self, version: str) -> None:
         """Serve a kept version, unpinned (seeding; an operator's rollback is ``rollback``)."""
@@ -158,7 +161,7 @@ def prefixes_with_versions(client: redis.Redis, limit: int = 20) -> list[str]:
     """Key prefixes that hold a version index on this Redis (what ``--prefix`` could be)."""
     found: set[str] = set()
     for key in client.scan_iter(match="*:models:index", count=1000):
-        found.add(_text(key).removesuffix(":models:index"))
+        found.add((_text(key) or "").removesuffix(":models:index"))
         if len(found) >= limit:
             break
     return sorted(found)
