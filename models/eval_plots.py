@@ -156,7 +156,7 @@ def replay_figure(result: Any, n_queries: int, path: Path, title: str = "") -> P
 def build_replay_figure(result: Any, n_queries: int, title: str = "") -> Any:
     """``weaver online replay --plot``: accuracy and per-verifier label-free rates against queries seen.
 
-    ``result`` is a ``models.online_replay.ReplayResult``. The curves run over the same range as the
+    ``result`` is a ``models.online.replay.ReplayResult``. The curves run over the same range as the
     printed headline: from the first refit to the last query of the file (the last refit's model keeps
     serving after it; the prequential share ends at the headline's figure). Lines that coincide stay
     visible: each has its own marker and dash, and the offline reference is a wide translucent band.

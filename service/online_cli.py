@@ -193,7 +193,7 @@ def replay_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stream a labelled file through the online learner one query at a time (labels only evaluate)."""
-    from models.online_replay import replay
+    from models.online.replay import replay
     from service.cli import _load_sets, build_queries
 
     sets = _load_sets(file)

@@ -74,7 +74,7 @@ def test_replay_plot_covers_the_headline_range(dev_scored: tuple[list[QueryScore
     import matplotlib.pyplot as plt
 
     from models.eval_plots import build_replay_figure
-    from models.online_replay import replay
+    from models.online.replay import replay
 
     queries, labels = dev_scored
     result = replay(queries, labels, refit_every=50)

@@ -227,3 +227,17 @@ def test_per_task_models_are_fitted_from_task_keys(dev_scored: tuple[list[QueryS
     assert set(outcome.model.by_task) == {"even", "odd"}
     assert outcome.model.for_task("even").task == "even"
     assert outcome.model.for_task(None) is outcome.model
+
+
+def test_learner_history_is_bounded(dev_scored: tuple[list[QueryScores], list[np.ndarray]]) -> None:
+    """A long-running server refits forever: only the newest ``keep_outcomes`` outcomes are kept."""
+    queries, _ = dev_scored
+    learner = OnlineLearner(OnlineConfig(policy=RefitPolicy(every_queries=50, window=50, by_task=False),
+                                         keep_outcomes=2))
+    outcomes = []
+    for start in range(0, 150, 50):
+        for record in _records(queries[start:start + 50]):
+            learner.observe(record)
+        outcomes.append(learner.maybe_refit())
+    assert all(o is not None for o in outcomes)
+    assert list(learner.history) == outcomes[-2:]

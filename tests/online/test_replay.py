@@ -10,7 +10,7 @@ import numpy as np
 
 from models.aggregators import QueryScores
 from models.data import load_candidate_sets
-from models.online_replay import replay
+from models.online.replay import replay
 
 
 def test_online_replay_matches_offline_fit(dev_scored: tuple[list[QueryScores], list[np.ndarray]]) -> None:

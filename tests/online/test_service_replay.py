@@ -21,7 +21,7 @@ import pytest
 
 from models.aggregators import QueryScores, WeaverAggregator
 from models.data import load_candidate_sets
-from models.online_replay import selection_accuracy
+from models.online.replay import selection_accuracy
 from models.weaver import WeaverModel
 from service.settings import Settings
 from tests.support import wait_until_async

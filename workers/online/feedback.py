@@ -1,6 +1,6 @@
 """Feedback bookkeeping shared by every gateway: selections and label counts in Redis.
 
-Same semantics as ``models.online_eval.OnlineAccuracy``; selections expire after ``ttl_s``.
+Same semantics as ``models.online.feedback.OnlineAccuracy``; selections expire after ``ttl_s``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import redis
 
-from models.online_eval import CandidateOutOfRange, FeedbackResult
+from models.online.feedback import CandidateOutOfRange, FeedbackResult
 from workers.online.keys import OnlineKeys
 
 _FEEDBACK = """

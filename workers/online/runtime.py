@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from models.aggregators import QueryScores
 from models.online import DirectoryModelStore, MemoryModelStore, ModelStore, OnlineLearner, Pointer, ScoreRecord
-from models.online_eval import FeedbackResult, OnlineAccuracy, shadow_selections
+from models.online.feedback import FeedbackResult, OnlineAccuracy, shadow_selections
 from models.weaver import WeaverModel
 from workers.contract import Job, JobResult
 from workers.online.metrics import OnlineMetrics

@@ -26,7 +26,7 @@ def _online(state: GatewayState) -> OnlineLearning:
 @router.post("/feedback", response_model=FeedbackResponse, responses=ERROR_RESPONSES,
              summary="Label one candidate of an earlier request (used to measure accuracy, never to fit)")
 async def post_feedback(body: FeedbackRequest, state: StateDep) -> FeedbackResponse:
-    from models.online_eval import CandidateOutOfRange
+    from models.online.feedback import CandidateOutOfRange
 
     online = _online(state)
     try:
