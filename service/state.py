@@ -17,4 +17,4 @@ class GatewayState:
     keys: KeyChecker
     rate_limiter: RateLimiter | None = None
     worker: Any = None  # the in-process Worker in embedded mode (owned and closed by the app)
-    online: Any = None  # workers.online.runtime.OnlineLearning, or None when online.enabled is false
+    online: Any = None  # workers.online.runtime.OnlineRuntime, or None when online.enabled is false

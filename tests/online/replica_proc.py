@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from workers.online.runtime import OnlineLearning
+from workers.online.runtime import OnlineRuntime
 from workers.online.settings import OnlineSettings
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     settings = OnlineSettings(mode="redis", redis_url=args.redis_url, prefix=args.prefix,
                               refit_every_queries=args.refit_every, refit_every_seconds=3600, lock_lease_ms=1000,
                               poll_s=0.05, by_task=False)
-    online = OnlineLearning(settings, replica_id=args.replica, registry=None)
+    online = OnlineRuntime(settings, replica_id=args.replica, registry=None)
 
     def serving(model: object) -> None:
         report.hset(serving_key, args.replica, json.dumps({"version": online.holder.model.version,  # type: ignore[union-attr]
@@ -48,8 +48,8 @@ def main() -> None:
                 time.sleep(0.05)
 
     online.holder.listeners.append(serving)
-    online.refitter.before_publish = stall
-    online.refitter.on_outcome = lambda outcome: report.rpush(refits_key, json.dumps(
+    online.backend.refitter.before_publish = stall
+    online.backend.refitter.on_outcome = lambda outcome: report.rpush(refits_key, json.dumps(
         {"replica": args.replica, "outcome": outcome.outcome, "version": outcome.model.version}))
     online.start()
     report.hset(serving_key, args.replica, json.dumps({"version": None, "at": time.time()}))

@@ -79,7 +79,8 @@ def test_gateways_and_workers_share_one_refit(
     store = RedisModelStore(redis_client, OnlineKeys(prefix))
     try:
         for gw in gateways:
-            wait_until(lambda gw=gw: gw.get("/readyz").status_code == 200, 120, "gateways ready with workers")
+            wait_until(lambda gw=gw: gw.get("/readyz").status_code == 200, 120, "gateways ready with workers",
+                       ignore=(httpx.HTTPError,))  # not listening yet
         sets = load_candidate_sets(dev_set_path)
         for i, cs in enumerate(sets[:60]):
             response = gateways[i % 2].post("/v1/rerank", json={

@@ -9,14 +9,14 @@ from models.aggregators import QueryScores
 from models.online import ScoreRecord
 from tests.support import wait_until
 from workers.contract import CandidateResult, Job, JobResult, VerifierDiagnostics
-from workers.online.runtime import OnlineLearning, record_from_result
+from workers.online.runtime import OnlineRuntime, record_from_result
 from workers.online.settings import OnlineSettings
 
 
-def _online(**overrides: object) -> tuple[OnlineLearning, CollectorRegistry]:
+def _online(**overrides: object) -> tuple[OnlineRuntime, CollectorRegistry]:
     registry = CollectorRegistry()
     settings = OnlineSettings(mode="embedded", refit_every_queries=50, by_task=False, **overrides)  # type: ignore[arg-type]
-    return OnlineLearning(settings, replica_id="test", registry=registry), registry
+    return OnlineRuntime(settings, replica_id="test", registry=registry), registry
 
 
 def test_refit_thread_swaps_model_and_exports_gauges(
@@ -62,7 +62,7 @@ def test_rejected_refit_is_counted_with_its_reason(dev_scored: tuple[list[QueryS
     online, registry = _online(min_queries=1000)
     for q, query in enumerate(queries[:50]):
         online.observe(ScoreRecord(query.matrix, query.verifier_names, request_id=f"r{q}"))
-    online.refit_if_due()
+    online.backend.refit_if_due()
     assert online.holder.model is None
     assert registry.get_sample_value("weaver_model_refits_total",
                                      {"outcome": "rejected", "reason": "too_few_queries"}) == 1
@@ -81,7 +81,7 @@ def test_feedback_measures_every_aggregator_and_never_reaches_the_fit(
             if give_feedback:
                 for index in set(selections.values()):
                     online.feedback(f"r{q}", index, bool(y[index] == 1))
-            online.refit_if_due()
+            online.backend.refit_if_due()
         assert online.holder.model is not None
         runs.append((online.holder.model.version, online.status()["accuracy"], registry))
     assert runs[0][0] == runs[1][0]

@@ -27,7 +27,7 @@ from models.online import (
     version_info,
 )
 from models.weaver import WeaverModel
-from workers.online.runtime import OnlineLearning
+from workers.online.runtime import OnlineRuntime
 from workers.online.settings import OnlineSettings
 
 
@@ -119,13 +119,13 @@ def test_learner_respects_a_rollback_made_by_another_process(
 def test_embedded_service_follows_a_rollback_without_restart(
     tmp_path: Path, dev_scored: tuple[list[QueryScores], list[np.ndarray]],
 ) -> None:
-    """OnlineLearning (what `weaver serve` runs) swaps and re-exports its gauges within a second of a
+    """OnlineRuntime (what `weaver serve` runs) swaps and re-exports its gauges within a second of a
     rollback written to its model directory by someone else, and keeps it through the next refit."""
     queries, _ = dev_scored
     registry = CollectorRegistry()
     settings = OnlineSettings(mode="embedded", refit_every_queries=50, by_task=False,
                               model_dir=str(tmp_path / "models"))
-    online = OnlineLearning(settings, replica_id="embedded", registry=registry)
+    online = OnlineRuntime(settings, replica_id="embedded", registry=registry)
     online.start()
     try:
         for q, query in enumerate(queries[:100]):

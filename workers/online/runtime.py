@@ -1,4 +1,4 @@
-"""The one object a gateway or worker holds for online learning, in either mode.
+"""``OnlineRuntime``: the one object a gateway or worker holds for online learning, in either mode.
 
 ``observe_result`` after every verified request (append the scores, record every aggregator's
 selection for feedback), ``model`` for the version to serve (swapped atomically: one reference),
@@ -18,17 +18,17 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from models.aggregators import QueryScores
-from models.online import DirectoryModelStore, MemoryModelStore, ModelStore, OnlineLearner, Pointer, ScoreRecord
-from models.online.feedback import FeedbackResult, OnlineAccuracy, shadow_selections
+from models.online import ModelStore, OnlineLearner, Pointer, ScoreRecord
+from models.online.feedback import FeedbackResult, shadow_selections
 from models.weaver import WeaverModel
 from workers.contract import Job, JobResult
+from workers.online.backends import EmbeddedRefits, RedisRefits, RefitBackend
 from workers.online.metrics import OnlineMetrics
 from workers.online.settings import OnlineSettings
 
 log = logging.getLogger("weaver.online")
 
 ModelListener = Callable[[WeaverModel], None]
-FOLLOW_S = 0.2  # embedded mode: how often the store's pointer is re-read (a rollback lands within this)
 
 
 class ModelHolder:
@@ -66,7 +66,11 @@ def record_from_result(job: Job | None, result: JobResult, log_prompts: bool = F
     )
 
 
-class OnlineLearning:
+class OnlineRuntime:
+    """Online learning for one gateway or worker process, whatever the mode: the served model (swapped
+    atomically), the store-derived gauges, and a ``RefitBackend`` that keeps the log, the versions and the
+    refits (``EmbeddedRefits`` in this process, ``RedisRefits`` shared by every replica)."""
+
     def __init__(self, settings: OnlineSettings | None = None, replica_id: str | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.settings = settings or OnlineSettings()
@@ -77,44 +81,20 @@ class OnlineLearning:
         prior = self.config.cold_start.load()
         self.holder = ModelHolder(prior, "cold_start")
         self.pointer: Pointer | None = None  # the store's pointer this replica last applied
-        self._follow_lock = threading.RLock()
+        self.follow_lock = threading.RLock()
         self._swapped = False  # a model was swapped in and its gauges are not yet set
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.learner: OnlineLearner | None = None
-        self.accuracy: Any
-        if self.settings.mode == "redis":
-            import redis
+        self.backend: RefitBackend = (RedisRefits(self) if self.settings.mode == "redis" else EmbeddedRefits(self))
+        self.store: ModelStore = self.backend.store
+        self.accuracy: Any = self.backend.accuracy
 
-            from workers.online.coordinator import DistributedRefitter
-            from workers.online.feedback import RedisOnlineAccuracy
-            from workers.online.keys import OnlineKeys
-            from workers.online.redis_log import RedisScoreLog
-            from workers.online.store import RedisModelStore
-            from workers.online.subscriber import ModelSubscriber
-
-            self.client = redis.Redis.from_url(self.settings.redis_url)
-            keys = OnlineKeys(self.settings.prefix)
-            self.score_log = RedisScoreLog(self.client, keys, self.settings.stream_maxlen)
-            self.store: ModelStore = RedisModelStore(self.client, keys, self.settings.keep_versions)
-            self.subscriber = ModelSubscriber(self.client, keys, lambda m: self._swap(m, self.subscriber.pointer),
-                                              poll_s=max(self.settings.poll_s, 1.0), name=self.replica_id,
-                                              on_pointer=self._apply, on_poll=self.refresh_accuracy)
-            self.refitter = DistributedRefitter(self.client, keys, self.config, self.replica_id,
-                                                self.settings.lock_lease_ms, self.settings.poll_s, self.metrics)
-            self.accuracy = RedisOnlineAccuracy(self.client, keys, self.settings.feedback_ttl_s)
-        else:
-            store: ModelStore = (DirectoryModelStore(self.settings.model_dir, self.settings.keep_versions)
-                                 if self.settings.model_dir else MemoryModelStore(self.settings.keep_versions))
-            self.store = store
-            self.learner = OnlineLearner(self.config, store)
-            self.accuracy = OnlineAccuracy()
-            self.follow()
+    @property
+    def learner(self) -> OnlineLearner | None:
+        """The in-process learner (embedded mode), for diagnostics and tests."""
+        return getattr(self.backend, "learner", None)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def attach(self, worker: Any) -> None:
-        """Make ``worker`` serve what this learner follows: every published version, and before the
+        """Make ``worker`` serve what this runtime follows: every published version, and before the
         first one the ``online.cold_start`` prior (which overrides the worker's ``aggregation.cold_start``,
         so responses and /v1/online say the same)."""
         aggregation = getattr(getattr(worker, "config", None), "aggregation", None)
@@ -134,89 +114,21 @@ class OnlineLearning:
             worker.set_weaver_model(self.holder.model)
 
     def start(self) -> None:
-        if self.settings.mode == "redis":
-            self.subscriber.start()
-            self.refitter.start()
-            return
-        for name, target in (("refit", self._embedded_loop), ("follow", self._follow_loop)):
-            thread = threading.Thread(target=target, name=f"weaver-online-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.backend.start()
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self.settings.mode == "redis":
-            self.refitter.stop()
-            self.subscriber.stop()
-            self.client.close()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-    def _embedded_loop(self) -> None:
-        assert self.learner is not None
-        while not self._stop.is_set():
-            self._wake.wait(timeout=min(self.settings.poll_s * 10, self.settings.refit_every_seconds))
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.refit_if_due()
-            except Exception:  # noqa: BLE001 - keep serving the previous version
-                log.exception("embedded refit failed")
-
-    def _follow_loop(self) -> None:
-        """Embedded mode: follow the store's pointer, so `weaver models rollback --store DIR` (another
-        process) takes effect here within a second, without a restart."""
-        failing = False
-        while not self._stop.wait(FOLLOW_S):
-            try:
-                self.follow()
-                failing = False
-            except Exception:  # noqa: BLE001 - a bad artifact or a half-copied directory: keep serving
-                if not failing:
-                    log.exception("embedded replica could not follow the version store")
-                failing = True
-
-    def refit_if_due(self) -> None:
-        """Embedded mode: run one refit now if the policy says so (the loop calls this)."""
-        assert self.learner is not None
-        outcome = self.learner.maybe_refit()
-        if outcome is None:
-            return
-        self.metrics.refitted(outcome)
-        self.follow()
-        if outcome.published:
-            log.info("embedded refit published model %s on %d queries", outcome.model.version, outcome.n_queries)
-        elif outcome.outcome == "held":
-            log.info("embedded refit on %d queries passed its guardrails but %s", outcome.n_queries,
-                     outcome.reasons[0])
-        else:
-            log.warning("embedded refit rejected: %s", "; ".join(outcome.reasons))
+        self.backend.close()
 
     # -- following the store ----------------------------------------------------------------------
-    def follow(self) -> Pointer | None:
-        """Embedded mode: apply the store's pointer if it moved (a refit here, or a rollback/unpin by
-        `weaver models` in another process)."""
-        assert self.learner is not None
-        with self._follow_lock:
-            pointer = self.learner.sync()
-            if pointer is not None and pointer != self.pointer:
-                model = self.learner.current
-                if model is not None and (self.holder.model is None or self.holder.model.version != model.version
-                                          or self.holder.source == "cold_start"):
-                    self._swap(model, pointer)
-                self._apply(pointer)
-            return pointer
-
-    def _swap(self, model: WeaverModel, pointer: Pointer | None) -> None:
-        with self._follow_lock:
+    def swap(self, model: WeaverModel, pointer: Pointer | None) -> None:
+        """Serve ``model`` (called by the backend when the store's pointer names a new version)."""
+        with self.follow_lock:
             self.holder.swap(model, pointer.source if pointer is not None else "seed")
             self._swapped = True
 
-    def _apply(self, pointer: Pointer) -> None:
+    def apply(self, pointer: Pointer) -> None:
         """Every pointer change: the holder's source and every store-derived model gauge."""
-        with self._follow_lock:
+        with self.follow_lock:
             self.pointer = pointer
             self.holder.source = pointer.source
             model = self.holder.model
@@ -241,32 +153,21 @@ class OnlineLearning:
     # -- operator actions (in-process; `weaver models` does the same from outside) -----------------
     def rollback(self, version: str) -> Pointer:
         pointer = self.store.rollback(version)
-        self._sync_now()
+        self.backend.sync()
         return pointer
 
     def unpin(self) -> Pointer | None:
         pointer = self.store.unpin()
-        self._sync_now()
+        self.backend.sync()
         return pointer
-
-    def _sync_now(self) -> None:
-        if self.settings.mode == "redis":
-            self.subscriber.sync()
-        else:
-            self.follow()
 
     # -- traffic ----------------------------------------------------------------------------------
     def observe(self, record: ScoreRecord, answers: tuple[str | None, ...] | None = None) -> dict[str, int]:
         """Log one verified query and remember every aggregator's selection; returns the selections."""
-        if self.learner is not None:
-            self.learner.observe(record)
-            if self.learner.due():
-                self._wake.set()
-        else:
-            if record.prompt is not None and not self.settings.log_prompts:
-                record = ScoreRecord(record.matrix, record.verifier_names, record.verifier_versions, record.task,
-                                     record.request_id, record.timestamp, None)
-            self.score_log.append(record)
+        if record.prompt is not None and not self.settings.log_prompts:
+            record = ScoreRecord(record.matrix, record.verifier_names, record.verifier_versions, record.task,
+                                 record.request_id, record.timestamp, None)
+        self.backend.append(record)
         query = QueryScores(record.matrix, record.verifier_names, answers, record.task)
         selections = shadow_selections(query, self.holder.model)
         if record.request_id:

@@ -10,14 +10,14 @@ import asyncio
 import logging
 
 from workers.contract import Job, JobResult
-from workers.online.runtime import OnlineLearning
+from workers.online.runtime import OnlineRuntime
 from workers.queue.base import Catalog, JobQueue, QueueStats
 
 log = logging.getLogger("weaver.online")
 
 
 class ObservedQueue(JobQueue):
-    def __init__(self, inner: JobQueue, online: OnlineLearning) -> None:
+    def __init__(self, inner: JobQueue, online: OnlineRuntime) -> None:
         self.inner = inner
         self.online = online
         self.mode = inner.mode

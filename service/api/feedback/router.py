@@ -10,12 +10,12 @@ from service.api.feedback.protocol import FeedbackRequest, FeedbackResponse, Onl
 from service.deps import StateDep, require_api_key
 from service.errors import ERROR_RESPONSES, APIError, invalid
 from service.state import GatewayState
-from workers.online.runtime import OnlineLearning
+from workers.online.runtime import OnlineRuntime
 
 router = APIRouter(prefix="/v1", tags=["online learning"], dependencies=[Depends(require_api_key)])
 
 
-def _online(state: GatewayState) -> OnlineLearning:
+def _online(state: GatewayState) -> OnlineRuntime:
     online = getattr(state, "online", None)
     if online is None:
         raise APIError(404, "online learning is disabled on this gateway (online.enabled: false)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.online.runtime import OnlineLearning
+from workers.online.runtime import OnlineRuntime
 from workers.online.settings import OnlineSettings
 from workers.queue.base import JobQueue
 
@@ -14,7 +14,7 @@ log = logging.getLogger("weaver.online")
 
 def build_online(
     online: OnlineSettings, redis_url: str | None, prefix: str, worker: Any = None
-) -> OnlineLearning | None:
+) -> OnlineRuntime | None:
     """Embedded gateway: refit in a thread and swap the in-process worker's model. Distributed: Redis mode
     (the score log, lock and versions live beside the queue, under the same prefix)."""
     if not online.enabled:
@@ -23,7 +23,7 @@ def build_online(
         online = online.model_copy(update={"mode": "redis", "redis_url": redis_url, "prefix": prefix})
     else:
         online = online.model_copy(update={"mode": "embedded"})
-    learning = OnlineLearning(online)
+    learning = OnlineRuntime(online)
     if worker is not None and hasattr(worker, "set_weaver_model"):
         learning.attach(worker)
     learning.start()
@@ -31,7 +31,7 @@ def build_online(
     return learning
 
 
-def observed(queue: JobQueue, online: OnlineLearning | None) -> JobQueue:
+def observed(queue: JobQueue, online: OnlineRuntime | None) -> JobQueue:
     if online is None:
         return queue
     from service.api.feedback.observe import ObservedQueue
