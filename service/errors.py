@@ -52,6 +52,24 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_value")
 
 _HTTP_TYPES = {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large"}
 
+# A job the worker answered with status "error": its error_type -> (status, OpenAI type, code).
+_JOB_ERRORS: dict[str, tuple[int, str, str | None]] = {
+    "invalid_request_error": (400, "invalid_request_error", "invalid_request_error"),
+    "unknown_verifier": (400, "invalid_request_error", "unknown_verifier"),
+    "unknown_profile": (400, "invalid_request_error", "unknown_profile"),
+    "bad_request": (400, "invalid_request_error", "bad_request"),
+    "deadline_exceeded": (504, "timeout_error", "deadline_exceeded"),
+    "timeout_error": (504, "timeout_error", "deadline_exceeded"),
+    "service_unavailable": (503, "service_unavailable", "service_unavailable"),
+}
+
+
+def job_error(error_type: str | None, message: str | None) -> APIError:
+    """The API error for a job the worker could not complete; unknown kinds are the worker's fault (500)."""
+    kind = error_type or "worker_error"
+    status, type_, code = _JOB_ERRORS.get(kind, (500, "worker_error", kind))
+    return APIError(status, message or "the worker could not complete the job", type=type_, code=code)
+
 
 def to_api_error(exc: Exception) -> APIError:
     """The single place that decides the status and body of every failure."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.errors import APIError, invalid
+from service.errors import APIError, invalid, job_error
 from service.settings import Settings
 from workers.contract import AggregatorName, CandidateResult, GenerationInfo, JobResult, VerifierDiagnostics
 from workers.queue.base import Catalog
@@ -100,17 +100,8 @@ def deadline(settings: Settings) -> float:
 
 def raise_for_job_error(result: JobResult) -> None:
     """A job-level failure reported by the worker becomes an API error with a fitting status."""
-    if result.status == "ok":
-        return
-    kind = result.error_type or "worker_error"
-    message = result.error or "the worker could not complete the job"
-    if kind in {"deadline_exceeded", "timeout_error"}:
-        raise APIError(504, message, type="timeout_error", code="deadline_exceeded")
-    if kind == "service_unavailable":
-        raise APIError(503, message, type="service_unavailable", code=kind)
-    if "invalid" in kind or kind in {"unknown_verifier", "unknown_profile", "bad_request"}:
-        raise APIError(400, message, code=kind)
-    raise APIError(500, message, type="worker_error", code=kind)
+    if result.status != "ok":
+        raise job_error(result.error_type, result.error)
 
 
 def selection_confidence(result: JobResult) -> float | None:

@@ -213,3 +213,17 @@ async def test_metrics_count_requests_and_export_worker_counters() -> None:
     assert 'weaver_verifier_items_total{verifier="length",worker="embedded"} 7.0' in text
     assert 'weaver_verifier_cache_misses_total{verifier="length",worker="embedded"} 4.0' in text
     assert "weaver_queue_depth 0.0" in text and "weaver_verifier_duration_seconds_bucket" in text
+
+
+@pytest.mark.parametrize(("error_type", "status", "code"), [
+    ("invalid_request_error", 400, "invalid_request_error"), ("unknown_profile", 400, "unknown_profile"),
+    ("timeout_error", 504, "deadline_exceeded"), ("deadline_exceeded", 504, "deadline_exceeded"),
+    ("service_unavailable", 503, "service_unavailable"), ("generation_error", 500, "generation_error"),
+    (None, 500, "worker_error"),
+])
+def test_job_errors_map_to_statuses_by_an_explicit_table(error_type: str | None, status: int, code: str) -> None:
+    """A kind the table does not know is the worker's fault (500), never guessed from its spelling."""
+    from service.errors import job_error
+
+    error = job_error(error_type, "message")
+    assert (error.status, error.info.code) == (status, code)
