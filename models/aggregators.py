@@ -113,16 +113,6 @@ class FirstAggregator(Aggregator):
         return self._ranking(scores)
 
 
-class RandomAggregator(Aggregator):
-    name = "random"
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def rank(self, query: QueryScores) -> Ranking:
-        return self._ranking(self.rng.random(query.n_candidates))
-
-
 class MajorityVoteAggregator(Aggregator):
     """Self-consistency: the share of candidates whose final answer is equivalent to this one's."""
 
@@ -226,6 +216,3 @@ class SupervisedAggregator(Aggregator):
             raise ValueError("supervised aggregator was fitted on other verifiers")
         proba = self.classifier.predict_proba(self.features(self.normalizer, query.matrix))[:, 1]  # type: ignore[attr-defined]
         return self._ranking(proba)
-
-
-AGGREGATOR_NAMES = ("weaver", "first", "random", "majority", "mean", "best_single", "supervised")

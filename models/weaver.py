@@ -280,10 +280,6 @@ class WeaverModel:
         logit = self._prior_logit + observed @ self._kept_w_neg + yes @ self._kept_w_delta
         return 1.0 / (1.0 + np.exp(-logit)), observed_mean(normalized, empty=0.5)
 
-    def posterior(self, matrix: np.ndarray) -> np.ndarray:
-        """P(correct | votes) per candidate for a matrix already in this model's column order."""
-        return self.score(matrix)[0]
-
     def explain(self, matrix: np.ndarray) -> Explanation:
         """Normalized scores, votes and posterior for every candidate (all verifiers, kept or not)."""
         normalized = self.normalizer.transform(matrix)
