@@ -168,6 +168,7 @@ class WeaverModel:
     def _fit_one(
         cls, matrices: Sequence[np.ndarray], names: tuple[str, ...], config: WeaverConfig, task: str | None
     ) -> WeaverModel:
+        """Normalize, threshold, filter, fit the label model, report: the steps of one (global or task) fit."""
         start = time.perf_counter()
         m = len(names)
         for q, matrix in enumerate(matrices):
@@ -182,40 +183,8 @@ class WeaverModel:
         coverage = observed.mean(axis=0) if len(pooled) else np.zeros(m)
         with np.errstate(invalid="ignore", divide="ignore"):
             positive_rate = np.where(observed.sum(0) > 0, (votes == 1).sum(0) / np.maximum(observed.sum(0), 1), 0.0)
-
-        reasons: list[str] = []
-        kept = np.zeros(m, dtype=bool)
-        for j in range(m):
-            kind = normalizer.kinds[j]
-            if kind == "empty":
-                reasons.append("no scores")
-            elif kind == "constant":
-                reasons.append("constant")
-            elif coverage[j] < config.min_coverage:
-                reasons.append(f"coverage {coverage[j]:.3f} < {config.min_coverage}")
-            elif not config.min_positive_rate <= positive_rate[j] <= config.max_positive_rate:
-                reasons.append(f"positive rate {positive_rate[j]:.3f} outside "
-                               f"[{config.min_positive_rate}, {config.max_positive_rate}]")
-            else:
-                reasons.append("")
-                kept[j] = True
-
-        warnings: list[str] = []
-        if not kept.any():
-            # Never leave zero verifiers: keep the informative ones closest to a balanced vote.
-            informative = np.array([k in ("identity", "robust_sigmoid") for k in normalizer.kinds]) & (coverage > 0)
-            if informative.any():
-                distance = np.where(informative, np.abs(positive_rate - 0.5), np.inf)
-                best = np.flatnonzero(distance == distance.min())
-                kept[best] = True
-                for index in best.tolist():
-                    reasons[index] = "kept by fallback (marginal filter removed every verifier)"
-                warnings.append(
-                    "marginal filter removed every verifier; kept the most balanced: "
-                    + ", ".join(names[index] for index in best.tolist())
-                )
-            else:
-                warnings.append("no usable verifier (all empty or constant): the posterior is the prior 0.5")
+        kept, reasons = _marginal_filter(normalizer.kinds, coverage, positive_rate, config)
+        warnings = _keep_at_least_one(kept, reasons, normalizer.kinds, coverage, positive_rate, names)
 
         fit: LabelModelFit = fit_label_model(
             votes[:, kept], prior_strength=config.prior_strength, tol=config.tol, max_iter=config.max_iter
@@ -223,15 +192,7 @@ class WeaverModel:
         tpr = np.full(m, np.nan)
         fpr = np.full(m, np.nan)
         tpr[kept], fpr[kept] = fit.tpr, fit.fpr
-        if not fit.converged:
-            warnings.append(f"label model did not converge in {fit.iterations} iterations "
-                            f"(last change {fit.last_change:.2e})")
-        if kept.sum() < 3 and kept.any():
-            warnings.append(f"only {int(kept.sum())} verifier(s) kept: rates are not identifiable "
-                            "from agreement; the prior shapes them")
-        if fit.swapped:
-            warnings.append("label model converged to the swapped solution; classes were flipped so that "
-                            "verifiers beat chance on average")
+        warnings += _fit_warnings(fit, kept)
         pi = fit.class_balance if kept.any() else 0.5
         accuracy = pi * tpr + (1 - pi) * (1 - fpr)
         verifier_reports = tuple(
@@ -384,3 +345,56 @@ def _report_json(report: FitReport) -> dict[str, Any]:
         if isinstance(value, float) and np.isnan(value):
             out[key] = None
     return out
+
+
+def _marginal_filter(kinds: Sequence[str], coverage: np.ndarray, positive_rate: np.ndarray,
+                     config: WeaverConfig) -> tuple[np.ndarray, list[str]]:
+    """Which verifiers the label model keeps, and why each other one is left out ("" when kept)."""
+    kept = np.zeros(len(kinds), dtype=bool)
+    reasons: list[str] = []
+    for j, kind in enumerate(kinds):
+        if kind == "empty":
+            reasons.append("no scores")
+        elif kind == "constant":
+            reasons.append("constant")
+        elif coverage[j] < config.min_coverage:
+            reasons.append(f"coverage {coverage[j]:.3f} < {config.min_coverage}")
+        elif not config.min_positive_rate <= positive_rate[j] <= config.max_positive_rate:
+            reasons.append(f"positive rate {positive_rate[j]:.3f} outside "
+                           f"[{config.min_positive_rate}, {config.max_positive_rate}]")
+        else:
+            reasons.append("")
+            kept[j] = True
+    return kept, reasons
+
+
+def _keep_at_least_one(kept: np.ndarray, reasons: list[str], kinds: Sequence[str], coverage: np.ndarray,
+                       positive_rate: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Never leave zero verifiers: keep the informative ones closest to a balanced vote (in place); warnings."""
+    if kept.any():
+        return []
+    informative = np.array([k in ("identity", "robust_sigmoid") for k in kinds]) & (coverage > 0)
+    if not informative.any():
+        return ["no usable verifier (all empty or constant): the posterior is the prior 0.5"]
+    distance = np.where(informative, np.abs(positive_rate - 0.5), np.inf)
+    best = np.flatnonzero(distance == distance.min())
+    kept[best] = True
+    for index in best.tolist():
+        reasons[index] = "kept by fallback (marginal filter removed every verifier)"
+    return ["marginal filter removed every verifier; kept the most balanced: "
+            + ", ".join(names[index] for index in best.tolist())]
+
+
+def _fit_warnings(fit: LabelModelFit, kept: np.ndarray) -> list[str]:
+    """What a reader of the fit report should know about the EM fit itself."""
+    warnings = []
+    if not fit.converged:
+        warnings.append(f"label model did not converge in {fit.iterations} iterations "
+                        f"(last change {fit.last_change:.2e})")
+    if kept.sum() < 3 and kept.any():
+        warnings.append(f"only {int(kept.sum())} verifier(s) kept: rates are not identifiable "
+                        "from agreement; the prior shapes them")
+    if fit.swapped:
+        warnings.append("label model converged to the swapped solution; classes were flipped so that "
+                        "verifiers beat chance on average")
+    return warnings
