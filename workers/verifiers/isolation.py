@@ -1,0 +1,158 @@
+"""The OS boundary around sandboxed programs: bubblewrap namespaces, proven usable by a real probe.
+
+The candidate runs in new user, PID, network, IPC, UTS, mount and (where possible) cgroup
+namespaces, as uid/gid 65534 inside, with every capability dropped, no further user namespaces
+(``--disable-userns``) and a parent-death signal (``--die-with-parent``). Its filesystem holds only
+read-only binds of ``/usr`` and the interpreter's prefix, a fresh ``/proc`` of its own PID namespace,
+a minimal ``/dev``, its program (read-only, ``/sandbox``) and a size-capped private tmpfs ``/tmp``.
+So the host's files, the worker's environment and processes, and the network are out of reach
+whatever the program does inside its own interpreter. rlimits are set by ``prlimit`` before bwrap
+starts. A worker running as root first drops to uid 65534 with ``setpriv`` (the kernel never applies
+RLIMIT_NPROC to real root, so only an unprivileged real uid makes the process cap bind); the sandbox
+then uses an interpreter that uid can read (the worker's own when world-readable, else the system one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SANDBOX_UID = 65534
+PROGRAM_DIR = "/sandbox"  # where the program's files are bound (read-only) inside the sandbox
+HOME_DIR = "/tmp"  # the private tmpfs: cwd and HOME of the program
+
+@dataclass(frozen=True)
+class Isolation:
+    """Whether the OS sandbox can run here, with which tool, and if not, why not."""
+
+    available: bool
+    tool: str | None
+    reason: str
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _base_interpreter() -> str:
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _world_readable(path: str) -> bool:
+    """Every directory on the way is searchable, and the file readable and executable, by any uid."""
+    current = Path(path)
+    try:
+        if (current.stat().st_mode & 0o005) != 0o005:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in current.parents)
+    except OSError:
+        return False
+
+
+def drops_to_nobody() -> bool:
+    """Root workers run bwrap as uid 65534 (so RLIMIT_NPROC binds), when an interpreter that uid can run exists."""
+    return os.geteuid() == 0 and shutil.which("setpriv") is not None and _world_readable(interpreter())
+
+
+def interpreter() -> str:
+    """The base interpreter (not a virtualenv shim): the sandbox binds its prefix and nothing else of Python.
+
+    As root, an interpreter uid 65534 cannot read (say under a 0700 /root) is swapped for the system one.
+    """
+    base = _base_interpreter()
+    if os.geteuid() == 0 and not _world_readable(base) and _world_readable(os.path.realpath(SYSTEM_PYTHON)):
+        return os.path.realpath(SYSTEM_PYTHON)
+    return base
+
+
+def _system_binds() -> list[str]:
+    """/usr read-only, and the merged-/usr symlinks (or real dirs on older layouts) for the loader and libc."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("lib", "lib64", "lib32", "bin", "sbin"):
+        path = Path("/", name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def _interpreter_binds(python: str) -> list[str]:
+    prefix = str(Path(python).parent.parent)
+    if prefix == "/usr" or prefix.startswith("/usr/"):
+        return []
+    return ["--ro-bind", prefix, prefix]
+
+
+def prlimit_prefix(cpu_s: int, memory_mb: int, file_size_mb: int, max_processes: int) -> list[str]:
+    """rlimits applied before the sandbox starts (inherited by everything inside)."""
+    mb = 1024 * 1024
+    return ["prlimit", f"--cpu={cpu_s}:{cpu_s + 1}", f"--as={memory_mb * mb}", f"--fsize={file_size_mb * mb}",
+            "--nofile=64", "--core=0", f"--nproc={max_processes}", "--"]
+
+
+def bwrap_command(program_dir: str, tmpfs_mb: int, python: str | None = None) -> list[str]:
+    """The bubblewrap command line up to (and including) the interpreter; append its arguments."""
+    python = python or interpreter()
+    drop = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+    return [
+        *(drop if drops_to_nobody() else []),
+        "bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        *_system_binds(), *_interpreter_binds(python),
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", HOME_DIR,
+        "--ro-bind", program_dir, PROGRAM_DIR, "--chdir", HOME_DIR,
+        "--clearenv", "--setenv", "HOME", HOME_DIR, "--setenv", "TMPDIR", HOME_DIR,
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
+        "--", python,
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def isolation_status() -> Isolation:
+    """Probe once per process: run a trivial program under the real sandbox command line."""
+    return _probe()
+
+
+def refresh_isolation_status() -> Isolation:
+    isolation_status.cache_clear()
+    return isolation_status()
+
+
+def _probe() -> Isolation:
+    missing = [tool for tool in ("bwrap", "prlimit") if shutil.which(tool) is None]
+    if missing:
+        return Isolation(False, None, f"{' and '.join(missing)} not found (install the bubblewrap and "
+                                      "util-linux packages)")
+    version = _version()
+    probe = "import os; print(os.getuid(), os.listdir('/sandbox'), sum(p.isdigit() for p in os.listdir('/proc')) < 5)"
+    try:
+        with tempfile.TemporaryDirectory(prefix="weaver-probe-") as empty:
+            os.chmod(empty, 0o755)
+            command = [*prlimit_prefix(5, 512, 1, 16), *bwrap_command(empty, 1), "-I", "-S", "-c", probe]
+            done = subprocess.run(command, capture_output=True, timeout=20, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Isolation(False, version, f"bubblewrap probe failed: {exc}")
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return Isolation(False, version, f"bubblewrap cannot create its namespaces here: {why[0][:300]} (in a "
+                                         "container: allow user namespaces, see docs/security.md)")
+    if done.stdout.split() != [str(SANDBOX_UID).encode(), b"[]", b"True"]:
+        return Isolation(False, version, f"bubblewrap probe gave unexpected output {done.stdout[:200]!r}")
+    return Isolation(True, version, "ok")
+
+
+def _version() -> str:
+    try:
+        out = subprocess.run(["bwrap", "--version"], capture_output=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "bubblewrap"
+    return out.decode("utf-8", "replace").strip() or "bubblewrap"
