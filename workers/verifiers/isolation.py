@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +42,12 @@ def _base_interpreter() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
-def _world_readable(path: str) -> bool:
-    """Every directory on the way is searchable, and the file readable and executable, by any uid."""
+def _world_readable(path: str, executable: bool = True) -> bool:
+    """Every directory on the way is searchable, and the file readable (and executable), by any uid."""
     current = Path(path)
+    need = 0o005 if executable else 0o004
     try:
-        if (current.stat().st_mode & 0o005) != 0o005:
+        if (current.stat().st_mode & need) != need:
             return False
         return all(parent.stat().st_mode & 0o001 for parent in current.parents)
     except OSError:
@@ -96,8 +96,12 @@ def prlimit_prefix(cpu_s: int, memory_mb: int, file_size_mb: int, max_processes:
             "--nofile=64", "--core=0", f"--nproc={max_processes}", "--"]
 
 
-def bwrap_command(program_dir: str, tmpfs_mb: int, python: str | None = None) -> list[str]:
-    """The bubblewrap command line up to (and including) the interpreter; append its arguments."""
+def bwrap_command(files: dict[str, int], tmpfs_mb: int, python: str | None = None) -> list[str]:
+    """The bubblewrap command line up to (and including) the interpreter; append its arguments.
+
+    ``files`` maps names to open file descriptors (pass them to the child): each becomes a read-only file
+    ``/sandbox/<name>``, so the program never touches a host directory.
+    """
     python = python or interpreter()
     drop = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
     return [
@@ -108,7 +112,8 @@ def bwrap_command(program_dir: str, tmpfs_mb: int, python: str | None = None) ->
         *_system_binds(), *_interpreter_binds(python),
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", HOME_DIR,
-        "--ro-bind", program_dir, PROGRAM_DIR, "--chdir", HOME_DIR,
+        *[arg for name, fd in files.items() for arg in ("--ro-bind-data", str(fd), f"{PROGRAM_DIR}/{name}")],
+        "--chdir", HOME_DIR,
         "--clearenv", "--setenv", "HOME", HOME_DIR, "--setenv", "TMPDIR", HOME_DIR,
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
@@ -133,21 +138,42 @@ def _probe() -> Isolation:
         return Isolation(False, None, f"{' and '.join(missing)} not found (install the bubblewrap and "
                                       "util-linux packages)")
     version = _version()
-    probe = "import os; print(os.getuid(), os.listdir('/sandbox'), sum(p.isdigit() for p in os.listdir('/proc')) < 5)"
+    probe = b"import os; print(os.getuid(), os.listdir('/sandbox'), sum(p.isdigit() for p in os.listdir('/proc')) < 5)"
+    fd = memfd("probe.py", probe)
     try:
-        with tempfile.TemporaryDirectory(prefix="weaver-probe-") as empty:
-            os.chmod(empty, 0o755)
-            command = [*prlimit_prefix(5, 512, 1, 16), *bwrap_command(empty, 1), "-I", "-S", "-c", probe]
-            done = subprocess.run(command, capture_output=True, timeout=20, stdin=subprocess.DEVNULL, check=False)
+        command = [*prlimit_prefix(5, 512, 1, 16), *bwrap_command({"probe.py": fd}, 1), "-I", "-S",
+                   f"{PROGRAM_DIR}/probe.py"]
+        done = subprocess.run(command, capture_output=True, timeout=20, stdin=subprocess.DEVNULL, check=False,
+                              pass_fds=(fd,))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Isolation(False, version, f"bubblewrap probe failed: {exc}")
+    finally:
+        os.close(fd)
     if done.returncode != 0:
         why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         return Isolation(False, version, f"bubblewrap cannot create its namespaces here: {why[0][:300]} (in a "
                                          "container: allow user namespaces, see docs/security.md)")
-    if done.stdout.split() != [str(SANDBOX_UID).encode(), b"[]", b"True"]:
+    if done.stdout.split() != [str(SANDBOX_UID).encode(), b"['probe.py']", b"True"]:
         return Isolation(False, version, f"bubblewrap probe gave unexpected output {done.stdout[:200]!r}")
     return Isolation(True, version, "ok")
+
+
+def memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, positioned at its start (no host path, nothing to clean)."""
+    fd = os.memfd_create(name, 0)
+    try:
+        _write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _version() -> str:

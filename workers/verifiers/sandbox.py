@@ -4,10 +4,11 @@ The boundary is bubblewrap (``workers/verifiers/isolation.py``): namespaces, an 
 filesystem of read-only system binds plus a private tmpfs, rlimits from ``prlimit``. Around it:
 - output is streamed and capped: at most ``max_output_bytes`` of stdout and of stderr are read, then
   the process is killed (a program printing gigabytes costs the worker nothing);
+- the program's files reach bwrap as in-memory files (memfd), so an isolated run leaves nothing on disk;
 - the program runs in its own session; on timeout, on cancellation of the awaiting task and on every
-  exit path its process group is SIGKILLed and its temporary directory removed; bwrap's
-  ``--die-with-parent`` takes the sandbox down when the worker itself dies, and
-  ``clean_stale_workdirs`` removes the directories of dead workers at start-up;
+  exit path its process group is SIGKILLed; bwrap's ``--die-with-parent`` (unisolated: ``setpriv
+  --pdeathsig``) takes it down when the worker itself dies, and ``clean_stale_workdirs`` removes the
+  directories unisolated runs of dead workers left behind;
 - a Python audit hook inside the candidate's interpreter (refusing sockets, subprocesses, ctypes,
   reads outside the interpreter's path) is defence in depth only: code in the same interpreter can
   switch it off, so it is never what keeps the host safe.
@@ -24,13 +25,12 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.verifiers.isolation import PROGRAM_DIR, bwrap_command, prlimit_prefix
+from workers.verifiers.isolation import PROGRAM_DIR, bwrap_command, interpreter, memfd, prlimit_prefix
 
 NOBODY_UID = 65534
 WORKDIR_PREFIX = "weaver-sandbox-"
@@ -139,6 +139,8 @@ def _launcher(limits: SandboxLimits) -> list[str]:
         prefix += prlimit_prefix(limits.cpu_s, limits.memory_mb, limits.file_size_mb, limits.max_processes)
     if _privileged() and limits.drop_privileges and shutil.which("setpriv"):
         prefix += ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups", "--"]
+    if shutil.which("setpriv"):  # the program dies with the worker (its own children are killed by group)
+        prefix += ["setpriv", "--pdeathsig", "KILL", "--"]
     return prefix
 
 
@@ -261,38 +263,48 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
-def _command(workdir: str, entry: str, limits: SandboxLimits, isolated: bool) -> tuple[list[str], str]:
-    """The argv and the cwd of one run."""
-    if isolated:
-        prefix = prlimit_prefix(limits.cpu_s, limits.memory_mb, limits.file_size_mb, limits.max_processes)
-        return [*prefix, *bwrap_command(workdir, limits.file_size_mb), "-I", "-S", f"{PROGRAM_DIR}/{entry}"], "/"
-    return [*_launcher(limits), sys.executable, "-I", "-S", entry], workdir
-
-
 async def run_python_async(source: str, stdin: str = "", limits: SandboxLimits | None = None, *,
                            isolated: bool = True, audit_hook: bool = True) -> SandboxResult:
     """Run ``source`` as a program in the sandbox; never raises for anything the program does.
 
-    Cancelling the awaiting task kills the program's process group and removes its directory.
+    Cancelling the awaiting task kills the program's process group (and removes its directory).
     ``audit_hook=False`` leaves only the OS layers (tests use it to show that those hold alone).
     """
     limits = limits or SandboxLimits()
+    entry = "harness.py" if audit_hook else "candidate.py"
+    files = {"candidate.py": source.encode("utf-8", "surrogatepass"), "harness.py": _HARNESS.encode()}
+    if isolated:
+        fds = {name: memfd(name, data) for name, data in files.items()}
+        prefix = prlimit_prefix(limits.cpu_s, limits.memory_mb, limits.file_size_mb, limits.max_processes)
+        command = [*prefix, *bwrap_command(fds, limits.file_size_mb), "-I", "-S", f"{PROGRAM_DIR}/{entry}"]
+        try:
+            return await _run(command, "/", stdin, limits, tuple(fds.values()))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
     workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
-    process: asyncio.subprocess.Process | None = None
     try:
-        Path(workdir, "candidate.py").write_text(source, encoding="utf-8", errors="surrogatepass")
-        Path(workdir, "harness.py").write_text(_HARNESS, encoding="utf-8")
+        for name, data in files.items():
+            Path(workdir, name).write_bytes(data)
         os.chmod(workdir, 0o755)
-        entry = "harness.py" if audit_hook else "candidate.py"
-        command, cwd = _command(workdir, entry, limits, isolated)
-        if not isolated and "setpriv" in command:
+        command = [*_launcher(limits), interpreter(), "-I", "-S", entry]
+        if "--reuid" in " ".join(command):
             os.chown(workdir, NOBODY_UID, NOBODY_UID)
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-        start = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            *command, cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, close_fds=True)
+        return await _run(command, workdir, stdin, limits, ())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run(command: list[str], cwd: str, stdin: str, limits: SandboxLimits, fds: tuple[int, ...]
+               ) -> SandboxResult:
+    home = cwd if cwd != "/" else "/tmp"
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    start = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, close_fds=True, pass_fds=fds)
+    try:
         out, err = _Capped(limits.max_output_bytes), _Capped(limits.max_output_bytes)
         timed_out = truncated = False
         try:
@@ -305,9 +317,7 @@ async def run_python_async(source: str, stdin: str = "", limits: SandboxLimits |
             None if timed_out or truncated else returncode, out.data.decode("utf-8", "replace"),
             err.data.decode("utf-8", "replace"), timed_out, time.perf_counter() - start, truncated)
     finally:
-        if process is not None:
-            _kill_group(process.pid)  # also on cancellation: nothing outlives the awaiting task
-        shutil.rmtree(workdir, ignore_errors=True)
+        _kill_group(process.pid)  # also on cancellation: nothing outlives the awaiting task
 
 
 def run_python(source: str, stdin: str = "", limits: SandboxLimits | None = None, *, isolated: bool = True,
