@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,7 +108,8 @@ def bwrap_command(files: dict[str, int], tmpfs_mb: int, python: str | None = Non
     return [
         *(drop if drops_to_nobody() else []),
         "bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        "--unshare-cgroup-try", *(["--disable-userns"] if _bwrap_at_least(0, 8) else []),
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
         "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox",
         *_system_binds(), *_interpreter_binds(python),
         "--proc", "/proc", "--dev", "/dev",
@@ -174,6 +176,12 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_at_least(major: int, minor: int) -> bool:
+    numbers = re.findall(r"\d+", _version())
+    return len(numbers) >= 2 and (int(numbers[0]), int(numbers[1])) >= (major, minor)
 
 
 def _version() -> str:
