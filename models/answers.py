@@ -3,22 +3,34 @@
 Numbers are compared numerically (commas, currency signs and trailing zeros do not matter); other
 answers are compared with math-verify (LaTeX and symbolic equivalence) when it is installed, and
 by normalized string otherwise.
+
+Extraction runs on RE2 (linear time): with Python's backtracking ``re`` a document of blank lines or of
+repeated ``\\boxed{`` took seconds. math-verify is called with its own signal-based timeouts off (they
+only work on the main thread and silently answered "not equal" elsewhere); callers bound the time (the
+verifiers run in a child process with a timeout; on the main thread math-verify's own timeout stays
+on), inputs are capped, and a failure (error or timeout) is never cached.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
-_NUMBER = r"-?\$?\s*\d[\d,]*(?:\.\d+)?"
+import re2
+
 _PATTERNS = (
-    re.compile(r"####\s*(.+?)\s*$", re.MULTILINE),
-    re.compile(r"^\s*A:\s*(.+?)\s*$", re.MULTILINE),
-    re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
-    re.compile(r"answer is[:\s]*\$?(.+?)(?:\.\s|\.$|$)", re.IGNORECASE | re.MULTILINE),
+    re2.compile(r"(?m)####\s*(.+?)\s*$"),
+    re2.compile(r"(?m)^\s*A:\s*(.+?)\s*$"),
+    re2.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
+    re2.compile(r"(?im)answer is[:\s]*\$?(.+?)(?:\.\s|\.$|$)"),
 )
-_LAST_NUMBER = re.compile(_NUMBER)
+# "-" or "$" may be followed by spaces, but a match never starts on a space: linear under findall
+_LAST_NUMBER = re.compile(r"(?:-\$?\s*|\$\s*)?\d[\d,]*(?:\.\d+)?")
+MATH_VERIFY_TIMEOUT_S = 5
+MAX_MATH_VERIFY_CHARS = 256  # longer answers are compared as normalized strings (sympy cost grows fast)
 
 
 def extract_answer(text: str) -> str | None:
@@ -71,16 +83,45 @@ def answers_equivalent(a: str | None, b: str | None) -> bool:
     return _math_verify_equal(a, b)
 
 
-@lru_cache(maxsize=16384)
 def _math_verify_equal(a: str, b: str) -> bool:
+    if len(a) > MAX_MATH_VERIFY_CHARS or len(b) > MAX_MATH_VERIFY_CHARS:
+        return False
+    try:
+        return _math_verify_cached(a, b)
+    except _Undecided:
+        return False  # not cached: the next call tries again
+
+
+class _DropTimeoutNotice(logging.Filter):
+    """math-verify warns on every call made with its timeouts off; we do that on purpose (see above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutNotice())
+
+
+class _Undecided(Exception):
+    """math-verify failed (not "not equal"): the answer must not be cached."""
+
+
+@lru_cache(maxsize=16384)
+def _math_verify_cached(a: str, b: str) -> bool:
     try:
         from math_verify import parse, verify
-    except ImportError:  # pragma: no cover - math-verify is a dependency
-        return False
+    except ImportError as exc:  # pragma: no cover - math-verify is a dependency
+        raise _Undecided("math-verify is not installed") from exc
     try:
-        return bool(verify(parse(f"${a}$"), parse(f"${b}$")))
-    except Exception:  # math-verify raises many kinds of parse errors on free text
-        return False
+        # math-verify's timeouts use signal.alarm: kept on the main thread (a verifier's child process, the
+        # aggregator), off in other threads, where they raised and read as "not equal"
+        timeout = MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+        left = parse(f"${a}$", parsing_timeout=timeout, raise_on_error=True)
+        right = parse(f"${b}$", parsing_timeout=timeout, raise_on_error=True)
+        return bool(verify(left, right, timeout_seconds=timeout, raise_on_error=True))
+    except Exception as exc:  # parse errors on free text, sympy failures: no evidence either way
+        raise _Undecided(str(exc)) from exc
 
 
 def group_answers(answers: Sequence[str | None]) -> list[int]:
