@@ -307,14 +307,15 @@ async def test_cancelling_the_awaiting_task_kills_the_sandbox_and_removes_its_di
         open_tmp: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool) -> None:
     tmp_path = open_tmp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = _descendants(os.getpid())  # e.g. multiprocessing's resource tracker: not ours to judge
     task = asyncio.create_task(run_python_async(SLEEPER, limits=SandboxLimits(timeout_s=60, cpu_s=60),
                                                 isolated=isolated))
     for _ in range(200):
         await asyncio.sleep(0.05)
-        if len(_descendants(os.getpid())) >= (3 if isolated else 1):
+        if len(_descendants(os.getpid()) - before) >= (3 if isolated else 1):
             break
     await asyncio.sleep(0.5)
-    sandbox = _descendants(os.getpid())
+    sandbox = _descendants(os.getpid()) - before
     assert sandbox
     assert len(list(tmp_path.glob("weaver-sandbox-*"))) == (0 if isolated else 1)
     task.cancel()
@@ -330,6 +331,7 @@ async def test_a_verifier_timeout_kills_its_running_sandboxes() -> None:
                                                   params={"test_timeout_s": 30.0})])
     worker = Worker.from_config(config)
     await worker.start()
+    before = _descendants(os.getpid())
     try:
         from workers.contract import Job
 
@@ -339,7 +341,7 @@ async def test_a_verifier_timeout_kills_its_running_sandboxes() -> None:
         elapsed = time.perf_counter() - start
         assert result.status == "ok" and "timeout" in (result.diagnostics[0].error or "")
         assert elapsed < 10
-        assert await asyncio.to_thread(_wait_until, lambda: not _alive(_descendants(os.getpid())), 10)
+        assert await asyncio.to_thread(_wait_until, lambda: not _alive(_descendants(os.getpid()) - before), 10)
     finally:
         await worker.close()
 
