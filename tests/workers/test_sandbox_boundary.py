@@ -370,3 +370,12 @@ def test_the_gauge_reports_a_working_sandbox() -> None:
     CodeTestsVerifier("code").load()
     assert REGISTRY.get_sample_value("weaver_sandbox_available") == 1
 
+
+
+def test_no_gauge_sample_without_a_code_tests_verifier() -> None:
+    """An unlabelled gauge would export 0 (a false "sandbox unavailable" alert) on workers without code_tests."""
+    probe = ("import workers.verifiers.code_tests\nfrom prometheus_client import REGISTRY\n"
+             "print(REGISTRY.get_sample_value('weaver_sandbox_available'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.decode().strip() == "None"

@@ -28,10 +28,17 @@ from workers.verifiers.sandbox import SandboxLimits, SandboxResult, clean_stale_
 
 log = logging.getLogger(__name__)
 
-SANDBOX_AVAILABLE = Gauge(
-    "weaver_sandbox_available", "1 when the OS sandbox (bubblewrap) works for code_tests on this worker, else 0",
-    multiprocess_mode="min",
-)
+_GAUGE: list[Gauge] = []
+
+
+def sandbox_gauge() -> Gauge:
+    """``weaver_sandbox_available``, registered when a code_tests verifier first loads: a process without
+    code_tests exports no sample (an unlabelled gauge would read 0 and fire the sandbox alert for nothing)."""
+    if not _GAUGE:
+        _GAUGE.append(Gauge("weaver_sandbox_available",
+                            "1 when the OS sandbox (bubblewrap) works for code_tests on this worker, else 0",
+                            multiprocess_mode="min"))
+    return _GAUGE[0]
 
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -68,7 +75,7 @@ class CodeTestsVerifier(Verifier):
         if removed:
             log.info("removed %d stale sandbox directories", len(removed))
         status = isolation_status()
-        SANDBOX_AVAILABLE.set(1 if status.available else 0)
+        sandbox_gauge().set(1 if status.available else 0)
         if status.available:
             self.isolated = True
             return
