@@ -379,3 +379,17 @@ def test_no_gauge_sample_without_a_code_tests_verifier() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120, check=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.decode().strip() == "None"
+
+
+@needs_bwrap
+def test_the_seccomp_filter_denies_kernel_interfaces_a_program_never_needs() -> None:
+    import platform
+
+    from workers.verifiers.isolation import seccomp_program
+
+    if seccomp_program() is None or platform.machine() != "x86_64":
+        pytest.skip("no libseccomp here, or not x86_64 (the raw syscall number below is x86_64's)")
+    program = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               "print(libc.syscall(101, 0, 0, 0, 0), ctypes.get_errno())\n")  # ptrace(PTRACE_TRACEME)
+    result = run_python(program, audit_hook=False)  # the OS layers alone
+    assert result.stdout.split() == ["-1", "1"], result.stderr  # EPERM (without the filter: 0, allowed)

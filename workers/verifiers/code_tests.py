@@ -65,6 +65,7 @@ class CodeTestsVerifier(Verifier):
         self.max_tests = max_tests
         self.allow_unisolated = allow_unisolated
         self.isolated = True
+        self.isolation = "not probed yet"
 
     def version_params(self) -> dict[str, object]:
         return {"timeout_s": self.limits.timeout_s, "memory_mb": self.limits.memory_mb}
@@ -76,6 +77,7 @@ class CodeTestsVerifier(Verifier):
             log.info("removed %d stale sandbox directories", len(removed))
         status = isolation_status()
         sandbox_gauge().set(1 if status.available else 0)
+        self.isolation = f"{status.tool}: {status.reason}" if status.available else f"unavailable: {status.reason}"
         if status.available:
             self.isolated = True
             return
@@ -86,7 +88,7 @@ class CodeTestsVerifier(Verifier):
         self.isolated = False
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "isolated": self.isolated}
+        return {**super().describe(), "isolated": self.isolated, "isolation": self.isolation}
 
     def score_sync(self, items: Sequence[Item]) -> list[Score | Scored]:
         return asyncio.run(self._score_all(items))

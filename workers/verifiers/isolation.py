@@ -14,6 +14,7 @@ then uses an interpreter that uid can read (the worker's own when world-readable
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -97,11 +98,53 @@ def prlimit_prefix(cpu_s: int, memory_mb: int, file_size_mb: int, max_processes:
             "--nofile=64", "--core=0", f"--nproc={max_processes}", "--"]
 
 
-def bwrap_command(files: dict[str, int], tmpfs_mb: int, python: str | None = None) -> list[str]:
+# Kernel interfaces a test program never needs and that widen the attack surface of the shared kernel:
+# debugging other processes, modules, mounts and namespaces, keyrings, eBPF, perf, io_uring, userfaultfd.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kexec_load", "kexec_file_load", "init_module",
+    "finit_module", "delete_module", "mount", "umount2", "pivot_root", "chroot", "swapon", "swapoff", "reboot",
+    "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd", "unshare", "setns",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "personality", "acct", "quotactl", "syslog",
+    "name_to_handle_at", "open_by_handle_at", "ioperm", "iopl", "fanotify_init", "move_mount", "open_tree",
+    "fsopen", "fsmount", "fsconfig", "fspick",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def seccomp_program() -> bytes | None:
+    """A compiled cBPF filter (EPERM for ``DENIED_SYSCALLS``, allow the rest) for ``bwrap --seccomp``, or
+    None when libseccomp (via pyseccomp) is not available: the namespaces and rlimits still apply."""
+    try:
+        import pyseccomp as seccomp
+    except (ImportError, OSError):
+        return None
+    import errno
+
+    try:
+        program = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+        for name in DENIED_SYSCALLS:
+            with contextlib.suppress(Exception):  # a name this architecture or libseccomp does not know
+                program.add_rule(seccomp.ERRNO(errno.EPERM), name)
+        fd = os.memfd_create("seccomp", 0)
+        try:
+            with os.fdopen(os.dup(fd), "wb") as out:
+                program.export_bpf(out)
+            os.lseek(fd, 0, os.SEEK_SET)
+            size = os.fstat(fd).st_size
+            return os.read(fd, size)
+        finally:
+            os.close(fd)
+    except Exception:  # noqa: BLE001 - any libseccomp failure means: no filter, never a broken sandbox
+        return None
+
+
+def bwrap_command(files: dict[str, int], tmpfs_mb: int, python: str | None = None,
+                  seccomp_fd: int | None = None) -> list[str]:
     """The bubblewrap command line up to (and including) the interpreter; append its arguments.
 
     ``files`` maps names to open file descriptors (pass them to the child): each becomes a read-only file
-    ``/sandbox/<name>``, so the program never touches a host directory.
+    ``/sandbox/<name>``, so the program never touches a host directory. ``seccomp_fd`` (also passed to the
+    child) holds ``seccomp_program()``.
     """
     python = python or interpreter()
     drop = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
@@ -115,6 +158,7 @@ def bwrap_command(files: dict[str, int], tmpfs_mb: int, python: str | None = Non
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", HOME_DIR,
         *[arg for name, fd in files.items() for arg in ("--ro-bind-data", str(fd), f"{PROGRAM_DIR}/{name}")],
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--chdir", HOME_DIR,
         "--clearenv", "--setenv", "HOME", HOME_DIR, "--setenv", "TMPDIR", HOME_DIR,
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
@@ -141,23 +185,45 @@ def _probe() -> Isolation:
                                       "util-linux packages)")
     version = _version()
     probe = b"import os; print(os.getuid(), os.listdir('/sandbox'), sum(p.isdigit() for p in os.listdir('/proc')) < 5)"
-    fd = memfd("probe.py", probe)
+    fds = sandbox_fds({"probe.py": probe})
     try:
-        command = [*prlimit_prefix(5, 512, 1, 16), *bwrap_command({"probe.py": fd}, 1), "-I", "-S",
+        command = [*prlimit_prefix(5, 512, 1, 16), *bwrap_command(fds.files, 1, seccomp_fd=fds.seccomp), "-I", "-S",
                    f"{PROGRAM_DIR}/probe.py"]
         done = subprocess.run(command, capture_output=True, timeout=20, stdin=subprocess.DEVNULL, check=False,
-                              pass_fds=(fd,))
+                              pass_fds=fds.all())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Isolation(False, version, f"bubblewrap probe failed: {exc}")
     finally:
-        os.close(fd)
+        fds.close()
     if done.returncode != 0:
         why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         return Isolation(False, version, f"bubblewrap cannot create its namespaces here: {why[0][:300]} (in a "
                                          "container: allow user namespaces, see docs/security.md)")
     if done.stdout.split() != [str(SANDBOX_UID).encode(), b"['probe.py']", b"True"]:
         return Isolation(False, version, f"bubblewrap probe gave unexpected output {done.stdout[:200]!r}")
-    return Isolation(True, version, "ok")
+    seccomp = "seccomp filter on" if seccomp_program() is not None else "no seccomp filter (pyseccomp missing)"
+    return Isolation(True, version, f"ok, {seccomp}")
+
+
+@dataclass
+class SandboxFds:
+    """The in-memory files one sandbox run reads: its program files and the seccomp filter."""
+
+    files: dict[str, int]
+    seccomp: int | None
+
+    def all(self) -> tuple[int, ...]:
+        return (*self.files.values(), *([self.seccomp] if self.seccomp is not None else []))
+
+    def close(self) -> None:
+        for fd in self.all():
+            os.close(fd)
+
+
+def sandbox_fds(files: dict[str, bytes]) -> SandboxFds:
+    program = seccomp_program()
+    return SandboxFds({name: memfd(name, data) for name, data in files.items()},
+                      memfd("seccomp", program) if program is not None else None)
 
 
 def memfd(name: str, data: bytes) -> int:

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.verifiers.isolation import PROGRAM_DIR, bwrap_command, interpreter, memfd, prlimit_prefix
+from workers.verifiers.isolation import PROGRAM_DIR, bwrap_command, interpreter, prlimit_prefix, sandbox_fds
 
 NOBODY_UID = 65534
 WORKDIR_PREFIX = "weaver-sandbox-"
@@ -274,14 +274,14 @@ async def run_python_async(source: str, stdin: str = "", limits: SandboxLimits |
     entry = "harness.py" if audit_hook else "candidate.py"
     files = {"candidate.py": source.encode("utf-8", "surrogatepass"), "harness.py": _HARNESS.encode()}
     if isolated:
-        fds = {name: memfd(name, data) for name, data in files.items()}
+        fds = sandbox_fds(files)
         prefix = prlimit_prefix(limits.cpu_s, limits.memory_mb, limits.file_size_mb, limits.max_processes)
-        command = [*prefix, *bwrap_command(fds, limits.file_size_mb), "-I", "-S", f"{PROGRAM_DIR}/{entry}"]
+        command = [*prefix, *bwrap_command(fds.files, limits.file_size_mb, seccomp_fd=fds.seccomp), "-I", "-S",
+                   f"{PROGRAM_DIR}/{entry}"]
         try:
-            return await _run(command, "/", stdin, limits, tuple(fds.values()))
+            return await _run(command, "/", stdin, limits, fds.all())
         finally:
-            for fd in fds.values():
-                os.close(fd)
+            fds.close()
     workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
     try:
         for name, data in files.items():
