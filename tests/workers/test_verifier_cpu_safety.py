@@ -4,10 +4,11 @@ holds (finding 2), and math-verify answers the same from any thread, never cachi
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +27,19 @@ FRAGMENTS = ["1+", "1 + ", "\n", " ", "\\boxed{", "#### ", "answer is ", "A: ", 
 BUDGET_S_PER_10KB = 0.050
 
 
+def _cpu_seconds(function: Callable[[], object]) -> float:
+    """CPU time of this thread for one call (other load on the machine does not count), with the cyclic
+    garbage collector paused: a full collection of the test process's heap is not the verifier's cost."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.thread_time()
+        function()
+        return time.thread_time() - start
+    finally:
+        gc.enable()
+
+
 def _adversarial(pieces: list[str], repeat: int) -> str:
     text = "".join(pieces) * repeat
     return text[:12_000] if len(text) > 12_000 else text
@@ -39,17 +53,13 @@ def test_regex_verifiers_stay_linear_on_long_adversarial_text(pieces: list[str],
     text = _adversarial(pieces, repeat)
     budget = BUDGET_S_PER_10KB * max(1.0, len(text) / 10_000)
     for function in (lambda: consistency_score(text, prompt), lambda: extract_answer(text)):
-        start = time.thread_time()  # CPU time of this thread: other load on the machine does not count
-        function()
-        assert time.thread_time() - start < budget, (pieces, repeat, len(text))
+        assert _cpu_seconds(function) < budget, (pieces, repeat, len(text))
 
 
 @pytest.mark.parametrize("document", ["1+" * 15900 + "1", "\n" * 30000, "\\boxed{" * 4500, " " * 30000 + "x",
                                       "<<1=1>>" * 4500, "answer is " * 3000])
 def test_the_red_team_documents_score_within_budget(document: str) -> None:
-    start = time.thread_time()
-    consistency_score(document, "p")
-    assert time.thread_time() - start < BUDGET_S_PER_10KB * len(document) / 10_000
+    assert _cpu_seconds(lambda: consistency_score(document, "p")) < BUDGET_S_PER_10KB * len(document) / 10_000
 
 
 _NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
