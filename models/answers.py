@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -29,7 +30,8 @@ _PATTERNS = (
 )
 # "-" or "$" may be followed by spaces, but a match never starts on a space: linear under findall
 _LAST_NUMBER = re.compile(r"(?:-\$?\s*|\$\s*)?\d[\d,]*(?:\.\d+)?")
-MATH_VERIFY_TIMEOUT_S = 5
+MATH_VERIFY_TIMEOUT_S = 1  # per parse / verify call, main thread only (signal.alarm takes whole seconds)
+MATH_VERIFY_BUDGET_S = 2.0  # per group_answers call; past it, remaining pairs compare by canonical key only
 MAX_MATH_VERIFY_CHARS = 256  # longer answers are compared as normalized strings (sympy cost grows fast)
 
 
@@ -72,13 +74,13 @@ def canonical_answer(answer: str | None) -> str | None:
     return re.sub(r"\s+", " ", answer.strip().lower())
 
 
-def answers_equivalent(a: str | None, b: str | None) -> bool:
+def answers_equivalent(a: str | None, b: str | None, use_math_verify: bool = True) -> bool:
     if a is None or b is None:
         return False
     ka, kb = canonical_answer(a), canonical_answer(b)
     if ka == kb:
         return True
-    if _as_number(a) is not None and _as_number(b) is not None:
+    if not use_math_verify or (_as_number(a) is not None and _as_number(b) is not None):
         return False
     return _math_verify_equal(a, b)
 
@@ -111,6 +113,7 @@ class _Undecided(Exception):
 def _math_verify_cached(a: str, b: str) -> bool:
     try:
         from math_verify import parse, verify
+        from math_verify.errors import TimeoutException
     except ImportError as exc:  # pragma: no cover - math-verify is a dependency
         raise _Undecided("math-verify is not installed") from exc
     try:
@@ -120,12 +123,17 @@ def _math_verify_cached(a: str, b: str) -> bool:
         left = parse(f"${a}$", parsing_timeout=timeout, raise_on_error=True)
         right = parse(f"${b}$", parsing_timeout=timeout, raise_on_error=True)
         return bool(verify(left, right, timeout_seconds=timeout, raise_on_error=True))
-    except Exception as exc:  # parse errors on free text, sympy failures: no evidence either way
-        raise _Undecided(str(exc)) from exc
+    except (Exception, TimeoutException) as exc:  # parse errors, sympy failures, timeouts: no evidence either way
+        raise _Undecided(str(exc)) from exc  # (math-verify's TimeoutException is a BaseException)
 
 
-def group_answers(answers: Sequence[str | None]) -> list[int]:
-    """Group ids for equivalent answers (-1 for no answer), in order of first appearance."""
+def group_answers(answers: Sequence[str | None], budget_s: float = MATH_VERIFY_BUDGET_S) -> list[int]:
+    """Group ids for equivalent answers (-1 for no answer), in order of first appearance.
+
+    Symbolic comparison stops after ``budget_s`` (hostile answers such as ``10^{10^{10}}!`` make each
+    math-verify call run to its timeout; N of them would otherwise cost N^2 timeouts).
+    """
+    deadline = time.monotonic() + budget_s
     groups: list[int] = []
     representatives: list[str] = []
     for answer in answers:
@@ -133,7 +141,7 @@ def group_answers(answers: Sequence[str | None]) -> list[int]:
             groups.append(-1)
             continue
         for gid, rep in enumerate(representatives):
-            if answers_equivalent(answer, rep):
+            if answers_equivalent(answer, rep, use_math_verify=time.monotonic() < deadline):
                 groups.append(gid)
                 break
         else:

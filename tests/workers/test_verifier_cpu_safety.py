@@ -151,3 +151,20 @@ def test_a_math_verify_failure_is_not_cached(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(math_verify, "parse", flaky)
     assert answers_equivalent(r"\frac{3}{6}", "0.5") is False  # undecided reads as "not equal" once ...
     assert answers_equivalent(r"\frac{3}{6}", "0.5") is True  # ... and is computed again, not cached
+
+
+def test_a_math_verify_timeout_is_not_equal_and_never_escapes() -> None:
+    """math-verify's TimeoutException is a BaseException: it must read as "not equal", not crash the caller."""
+    answers._math_verify_cached.cache_clear()
+    assert answers_equivalent("10^{10^{10}}!", "2") is False
+
+
+def test_grouping_hostile_answers_stays_within_the_math_verify_budget() -> None:
+    hostile = [f"y_{{{i}}} + 10^{{10^{{10}}}}!" for i in range(16)]  # each comparison runs to its timeout
+    answers._math_verify_cached.cache_clear()
+    start = time.perf_counter()
+    groups = answers.group_answers(hostile)
+    elapsed = time.perf_counter() - start
+    assert groups == list(range(16))
+    # the budget, plus at most one comparison in flight when it ran out (two parses and a verify)
+    assert elapsed < answers.MATH_VERIFY_BUDGET_S + 3 * answers.MATH_VERIFY_TIMEOUT_S + 1.0, elapsed
