@@ -3,22 +3,36 @@
 Numbers are compared numerically (commas, currency signs and trailing zeros do not matter); other
 answers are compared with math-verify (LaTeX and symbolic equivalence) when it is installed, and
 by normalized string otherwise.
+
+Extraction runs on RE2 (linear time): with Python's backtracking ``re`` a document of blank lines or of
+repeated ``\\boxed{`` took seconds. math-verify is called with its own signal-based timeouts off (they
+only work on the main thread and silently answered "not equal" elsewhere); callers bound the time (the
+verifiers run in a child process with a timeout; on the main thread math-verify's own timeout stays
+on), inputs are capped, and a failure (error or timeout) is never cached.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 
-_NUMBER = r"-?\$?\s*\d[\d,]*(?:\.\d+)?"
+import re2
+
 _PATTERNS = (
-    re.compile(r"####\s*(.+?)\s*$", re.MULTILINE),
-    re.compile(r"^\s*A:\s*(.+?)\s*$", re.MULTILINE),
-    re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
-    re.compile(r"answer is[:\s]*\$?(.+?)(?:\.\s|\.$|$)", re.IGNORECASE | re.MULTILINE),
+    re2.compile(r"(?m)####\s*(.+?)\s*$"),
+    re2.compile(r"(?m)^\s*A:\s*(.+?)\s*$"),
+    re2.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
+    re2.compile(r"(?im)answer is[:\s]*\$?(.+?)(?:\.\s|\.$|$)"),
 )
-_LAST_NUMBER = re.compile(_NUMBER)
+# "-" or "$" may be followed by spaces, but a match never starts on a space: linear under findall
+_LAST_NUMBER = re.compile(r"(?:-\$?\s*|\$\s*)?\d[\d,]*(?:\.\d+)?")
+MATH_VERIFY_TIMEOUT_S = 1  # per parse / verify call, main thread only (signal.alarm takes whole seconds)
+MATH_VERIFY_BUDGET_S = 2.0  # per group_answers call; past it, remaining pairs compare by canonical key only
+MAX_MATH_VERIFY_CHARS = 256  # longer answers are compared as normalized strings (sympy cost grows fast)
 
 
 def extract_answer(text: str) -> str | None:
@@ -60,31 +74,66 @@ def canonical_answer(answer: str | None) -> str | None:
     return re.sub(r"\s+", " ", answer.strip().lower())
 
 
-def answers_equivalent(a: str | None, b: str | None) -> bool:
+def answers_equivalent(a: str | None, b: str | None, use_math_verify: bool = True) -> bool:
     if a is None or b is None:
         return False
     ka, kb = canonical_answer(a), canonical_answer(b)
     if ka == kb:
         return True
-    if _as_number(a) is not None and _as_number(b) is not None:
+    if not use_math_verify or (_as_number(a) is not None and _as_number(b) is not None):
         return False
     return _math_verify_equal(a, b)
 
 
-@lru_cache(maxsize=16384)
 def _math_verify_equal(a: str, b: str) -> bool:
+    if len(a) > MAX_MATH_VERIFY_CHARS or len(b) > MAX_MATH_VERIFY_CHARS:
+        return False
+    try:
+        return _math_verify_cached(a, b)
+    except _Undecided:
+        return False  # not cached: the next call tries again
+
+
+class _DropTimeoutNotice(logging.Filter):
+    """math-verify warns on every call made with its timeouts off; we do that on purpose (see above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutNotice())
+
+
+class _Undecided(Exception):
+    """math-verify failed (not "not equal"): the answer must not be cached."""
+
+
+@lru_cache(maxsize=16384)
+def _math_verify_cached(a: str, b: str) -> bool:
     try:
         from math_verify import parse, verify
-    except ImportError:  # pragma: no cover - math-verify is a dependency
-        return False
+        from math_verify.errors import TimeoutException
+    except ImportError as exc:  # pragma: no cover - math-verify is a dependency
+        raise _Undecided("math-verify is not installed") from exc
     try:
-        return bool(verify(parse(f"${a}$"), parse(f"${b}$")))
-    except Exception:  # math-verify raises many kinds of parse errors on free text
-        return False
+        # math-verify's timeouts use signal.alarm: kept on the main thread (a verifier's child process, the
+        # aggregator), off in other threads, where they raised and read as "not equal"
+        timeout = MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+        left = parse(f"${a}$", parsing_timeout=timeout, raise_on_error=True)
+        right = parse(f"${b}$", parsing_timeout=timeout, raise_on_error=True)
+        return bool(verify(left, right, timeout_seconds=timeout, raise_on_error=True))
+    except (Exception, TimeoutException) as exc:  # parse errors, sympy failures, timeouts: no evidence either way
+        raise _Undecided(str(exc)) from exc  # (math-verify's TimeoutException is a BaseException)
 
 
-def group_answers(answers: Sequence[str | None]) -> list[int]:
-    """Group ids for equivalent answers (-1 for no answer), in order of first appearance."""
+def group_answers(answers: Sequence[str | None], budget_s: float = MATH_VERIFY_BUDGET_S) -> list[int]:
+    """Group ids for equivalent answers (-1 for no answer), in order of first appearance.
+
+    Symbolic comparison stops after ``budget_s`` (hostile answers such as ``10^{10^{10}}!`` make each
+    math-verify call run to its timeout; N of them would otherwise cost N^2 timeouts).
+    """
+    deadline = time.monotonic() + budget_s
     groups: list[int] = []
     representatives: list[str] = []
     for answer in answers:
@@ -92,7 +141,7 @@ def group_answers(answers: Sequence[str | None]) -> list[int]:
             groups.append(-1)
             continue
         for gid, rep in enumerate(representatives):
-            if answers_equivalent(answer, rep):
+            if answers_equivalent(answer, rep, use_math_verify=time.monotonic() < deadline):
                 groups.append(gid)
                 break
         else:

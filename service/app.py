@@ -17,9 +17,10 @@ from service.api.system.router import catalog_router, ops_router
 from service.body_limit import BodySizeLimit
 from service.errors import install_error_handlers
 from service.request_metrics import RequestMetrics
-from service.security import KeyChecker, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from service.security import DocsGate, KeyChecker, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.settings import Settings, load_settings
 from service.state import GatewayState
+from service.unicode_guard import UnicodeGuard
 from workers.queue.base import JobQueue
 from workers.queue.memory import InProcessQueue
 from workers.queue.redis_queue import RedisJobQueue
@@ -102,5 +103,7 @@ def create_app(settings: Settings | None = None, *, worker: Any = None, queue: J
     for router in (chat_router, rerank_router, catalog_router, ops_router, feedback_router):
         app.include_router(router)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(UnicodeGuard)  # inside BodySizeLimit: it only ever buffers an accepted body
+    app.add_middleware(DocsGate)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     return app

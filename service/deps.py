@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from service.errors import APIError
-from service.security import bearer_token, key_id
+from service.security import bearer_token, rate_bucket
 from service.settings import Settings
 from service.state import GatewayState
 from workers.queue.base import JobQueue
@@ -47,6 +49,12 @@ def _authenticate(state: GatewayState, authorization: str | None, x_api_key: str
     return presented
 
 
+def authenticate_headers(state: GatewayState, scope: Scope) -> str | None:
+    """Auth from a raw ASGI scope (middleware that runs before routing, e.g. the docs gate)."""
+    headers = Headers(scope=scope)
+    return _authenticate(state, headers.get("authorization"), headers.get("x-api-key"))
+
+
 async def require_api_key(request: Request) -> None:
     """Auth (when keys are configured), then the key's rate limit (when one is configured).
 
@@ -59,7 +67,8 @@ async def require_api_key(request: Request) -> None:
     headers = request.headers
     presented = _authenticate(state, headers.get("authorization"), headers.get("x-api-key"))
     if state.rate_limiter is not None:
-        retry_after = await state.rate_limiter.hit(key_id(presented))
+        client = request.client.host if request.client else None
+        retry_after = await state.rate_limiter.hit(rate_bucket(presented, state.keys.enabled, client))
         if retry_after is not None:
             raise APIError(
                 429,

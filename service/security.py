@@ -1,4 +1,11 @@
-"""API keys (constant-time comparison, never logged) and per-key rate limits (in memory or in Redis)."""
+"""API keys (constant-time comparison, never logged), rate-limit buckets and limits (in memory or in Redis),
+and the API-key gate in front of the interactive docs.
+
+Rate-limit buckets: the authenticated key when keys are configured (a made-up key never reaches the
+limiter: it is refused with 401 first), otherwise the client address. The client address is the TCP
+peer, or, only when the peer is one of ``forwarded_allow_ips`` (uvicorn's proxy-headers policy), the
+address that proxy put in ``X-Forwarded-For``; a client cannot choose its own bucket with a header.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 
 import redis.asyncio as aioredis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workers.queue.keys import QueueKeys
 from workers.queue.redis_common import connect, guarded
@@ -20,6 +28,13 @@ def key_id(api_key: str | None) -> str:
     if not api_key:
         return "anonymous"
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def rate_bucket(authenticated_key: str | None, keys_enabled: bool, client_host: str | None) -> str:
+    """Who a request counts against: its key when keys are on, else the client address (never a header)."""
+    if keys_enabled and authenticated_key:
+        return f"key:{key_id(authenticated_key)}"
+    return f"addr:{client_host or 'unknown'}"
 
 
 class KeyChecker:
@@ -99,3 +114,28 @@ class RedisRateLimiter(RateLimiter):
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class DocsGate:
+    """``/docs``, ``/redoc`` and ``/openapi.json`` need an API key when keys are configured (unless
+    ``public_docs``): the schema lists every endpoint and field, which is reconnaissance for free."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") in DOCS_PATHS:
+            state = getattr(scope["app"].state, "gateway", None)
+            if state is not None and state.keys.enabled and not state.settings.public_docs:
+                from service.deps import authenticate_headers
+                from service.errors import APIError, error_response
+
+                try:
+                    authenticate_headers(state, scope)
+                except APIError as error:
+                    await error_response(error)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

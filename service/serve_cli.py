@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,7 +41,18 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.queue.shutdown_grace_s) + 5,
+        **http_limits(settings),
     )
+
+
+def http_limits(settings: Any) -> dict[str, Any]:
+    """uvicorn options that bound what one connection can hold: header size and header read time, and
+    which proxies may name the client in X-Forwarded-For. h11, not httptools: only h11 caps header size."""
+    from service.http_limits import header_timeout_protocol
+
+    return {"http": header_timeout_protocol(settings.limits.header_timeout_s),
+            "h11_max_incomplete_event_size": settings.limits.max_header_bytes,
+            "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 def worker(

@@ -36,6 +36,8 @@ class LimitSettings(BaseModel):
     max_verifiers: int = Field(16, ge=1, description="most verifiers named in one request")
     max_body_bytes: int = Field(1_000_000, ge=1, description="largest accepted request body")
     max_tokens: int = Field(1024, ge=1, description="largest max_tokens per sampled candidate")
+    max_header_bytes: int = Field(16_384, ge=1024, description="largest request line plus headers (h11)")
+    header_timeout_s: float = Field(10.0, gt=0, description="time a connection gets to send its request headers")
 
 
 class QueueSettings(BaseModel):
@@ -68,7 +70,11 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(None, description="file with one API key per line (a mounted Secret)")
     protect_ops_endpoints: bool = Field(False, description="require a key for /metrics, /healthz, /readyz too")
-    rate_limit_per_minute: int | None = Field(None, ge=1, description="requests per key per minute; unset = off")
+    public_docs: bool = Field(False, description="serve /docs, /redoc, /openapi.json without a key when keys are set")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1", description="proxies whose X-Forwarded-For names the client (rate-limit buckets, logs)")
+    rate_limit_per_minute: int | None = Field(
+        None, ge=1, description="requests per minute per API key (per client address when no keys); unset = off")
     log_level: str = Field("info", description="uvicorn / service log level")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)

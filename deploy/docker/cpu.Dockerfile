@@ -25,6 +25,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="weaver-rerank (CPU)" \
       org.opencontainers.image.description="Verified completions and reranking with a Weaver label model" \
       org.opencontainers.image.licenses="Apache-2.0"
+# bubblewrap is the code_tests sandbox boundary (docs/security.md); the container needs user namespaces
+# (docker run --security-opt seccomp=<profile allowing unshare(CLONE_NEWUSER)>, or seccomp=unconfined).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap=0.8.0-2+deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 weaver \
     && useradd --system --uid 10001 --gid weaver --home-dir /home/weaver --create-home weaver
 COPY --from=build /opt/venv /opt/venv

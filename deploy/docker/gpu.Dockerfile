@@ -19,6 +19,12 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN pip freeze | grep -iE '^(torch|vllm)==' > /tmp/base-constraints.txt \
     && pip install --constraint /tmp/base-constraints.txt . \
     && rm /tmp/base-constraints.txt
+# bubblewrap is the code_tests sandbox boundary (docs/security.md); the pod needs user namespaces.
+# Version left to the base image's distribution (0.6 on Ubuntu 22.04 works; 0.8+ adds --disable-userns).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 weaver \
     && useradd --system --uid 10001 --gid weaver --home-dir /home/weaver --create-home weaver \
     && rm -rf /src

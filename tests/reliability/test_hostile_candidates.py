@@ -96,7 +96,9 @@ async def test_hostile_programs_score_zero_with_a_reason_and_the_service_survive
     reasons = dict(zip(attacks, notes, strict=False))
     assert "timeout" in reasons["infinite loop"] or "signal" in reasons["infinite loop"]
     assert "memory" in reasons["huge memory"].lower() or "signal" in reasons["huge memory"]
-    assert "outside" in reasons["write outside"] and "outside" in reasons["read outside"]
+    # refused by the audit hook, or (inside bubblewrap) the host path simply does not exist in the sandbox
+    for attack in ("write outside", "read outside"):
+        assert "outside" in reasons[attack] or "No such file" in reasons[attack], reasons[attack]
     assert connections == [] and not target.exists()
     assert secret not in str(body)  # nothing the attacks printed leaks the secret back
     # the worker is alive and responsive: ready, and a plain request after the attacks is scored normally

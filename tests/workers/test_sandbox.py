@@ -140,7 +140,7 @@ def _cmdline_has(proc: Path, needle: str) -> bool:
 
 def _sleeping_child_of_bomb(proc: Path) -> bool:
     try:
-        return b"candidate.py" in (proc / "cmdline").read_bytes()
+        return b"candidate.py" in (proc / "cmdline").read_bytes()  # "/sandbox/candidate.py" under bwrap
     except OSError:
         return False
 

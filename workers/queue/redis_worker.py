@@ -144,9 +144,25 @@ class RedisWorkerLoop:
                 description = describe_worker(self.worker)
                 description.update(heartbeat=time.time(), name=self.name, inflight=len(self._inflight))
                 await self.client.hset(self.keys.workers, self.name, json.dumps(description))
+                await self._prune_dead_workers()
             except REDIS_DOWN:
                 pass
             await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _prune_dead_workers(self) -> None:
+        """Remove registry entries of workers that died without saying goodbye (SIGKILL, OOM, node loss)."""
+        stale_after = max(60.0, 6 * self.heartbeat_interval_s)
+        now = time.time()
+        dead = []
+        for name, raw in (await self.client.hgetall(self.keys.workers)).items():
+            try:
+                beat = float(json.loads(raw).get("heartbeat", 0.0))
+            except (ValueError, TypeError, AttributeError):
+                beat = 0.0
+            if now - beat > stale_after:
+                dead.append(name)
+        if dead:
+            await self.client.hdel(self.keys.workers, *dead)
 
     async def _keep_lease(self, entry_id: str) -> None:
         """Reset the entry's idle time while the job runs, so XAUTOCLAIM leaves a live job alone."""

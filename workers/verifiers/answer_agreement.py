@@ -1,14 +1,19 @@
-"""Self-consistency as a verifier: the share of siblings whose final answer is equivalent."""
+"""Self-consistency as a verifier: the share of siblings whose final answer is equivalent.
+
+Runs in a child process (math-verify's sympy work is CPU-heavy and can be made to run for minutes):
+the serving interpreter stays free and the verifier's timeout kills the comparison.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from models.answers import agreement_shares, extract_answer
-from workers.verifiers.base import GroupItem, Item, Score, Scored, Verifier
+from workers.verifiers.base import GroupItem, Item, Score, Scored
+from workers.verifiers.process_pool import ProcessPoolVerifier
 
 
-class AnswerAgreementVerifier(Verifier):
+class AnswerAgreementVerifier(ProcessPoolVerifier):
     kind = "answer_agreement"
     granularity = "group"
     default_max_batch_size = 64

@@ -21,13 +21,19 @@ class ArithmeticError_(ValueError):
     """The text is not a plain arithmetic expression we are willing to evaluate."""
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_TIMES = re.compile(r"(?<=[\d)\s])[xX](?=[\s\d(])")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
 def normalize_expression(text: str) -> str:
     """Map the notations solutions use (×, ÷, x between numbers, $, commas in numbers, %) to Python."""
     text = text.replace("×", "*").replace("÷", "/").replace("−", "-").replace("^", "**")
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-    text = re.sub(r"(?<=[\d)\s])[xX](?=[\s\d(])", "*", text)
+    text = _THOUSANDS.sub("", text)
+    text = _TIMES.sub("*", text)
     text = text.replace("$", "")
-    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
+    text = _PERCENT.sub(r"(\1/100)", text)
     return text.strip()
 
 
@@ -63,6 +69,8 @@ def _walk(node: ast.AST) -> float:
 
 
 def parse_number(text: str) -> float | None:
+    if _PLAIN_NUMBER.fullmatch(text):  # the common case, without the normalization passes
+        return float(text)
     cleaned = normalize_expression(text).rstrip(".")
     try:
         return float(cleaned)

@@ -35,12 +35,15 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+MAX_MESSAGES = 256  # validation stops at the first message past it: 50,000 empty messages cost nothing
+
+
 class ChatCompletionRequest(BaseModel):
     """The OpenAI body. Unknown OpenAI fields are accepted and ignored, so stock clients work unchanged."""
 
     model_config = ConfigDict(extra="allow")
     model: str
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     n: int = Field(1, ge=1, description="choices returned: the top n candidates after reranking")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
