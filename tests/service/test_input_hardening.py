@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from gateway_fakes import FakeWorker
-from gateway_support import app_client, assert_error, free_port
 
 from service.app import create_app
 from service.serve_cli import http_limits
 from service.settings import LimitSettings, Settings
+from tests.service.gateway_fakes import FakeWorker
+from tests.service.gateway_support import app_client, assert_error, free_port
 
 SURROGATE_RERANK = b'{"query": "q", "documents": ["fine", "bad \\ud800 text"]}'
 SURROGATE_CHAT = b'{"model": "weaver", "messages": [{"role": "user", "content": "hi \\udfff"}]}'

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from gateway_fakes import FakeWorker
-from gateway_support import REDIS_URL, redis_or_skip
 
+from tests.service.gateway_fakes import FakeWorker
+from tests.service.gateway_support import REDIS_URL, redis_or_skip
 from workers.queue.keys import QueueKeys
 from workers.queue.redis_worker import RedisWorkerLoop
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.support import ROOT, wait_until
 from workers.config import VerifierSpec, WorkerConfig
 from workers.entry import Worker
 from workers.verifiers import isolation
@@ -28,7 +29,6 @@ from workers.verifiers.code_tests import CodeTestsVerifier
 from workers.verifiers.isolation import Isolation, isolation_status
 from workers.verifiers.sandbox import SandboxLimits, clean_stale_workdirs, run_python, run_python_async
 
-ROOT = Path(__file__).resolve().parents[2]
 needs_bwrap = pytest.mark.skipif(not isolation_status().available,
                                  reason=f"no OS sandbox here: {isolation_status().reason}")
 
@@ -249,13 +249,6 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _wait_until(condition: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
@@ -282,14 +275,14 @@ def test_a_dying_worker_takes_its_sandboxes_and_start_up_removes_its_directory(o
     assert worker.stdin is not None
     worker.stdin.write(SLEEPER.encode())
     worker.stdin.close()
-    assert _wait_until(lambda: len(_descendants(worker.pid)) >= (3 if isolated else 1), 20), "never started"
+    wait_until(lambda: len(_descendants(worker.pid)) >= (3 if isolated else 1), 20, "the sandbox to start")
     time.sleep(0.5)
     sandbox = _descendants(worker.pid)
     left = list(tmp_path.glob(f"weaver-sandbox-{worker.pid}-*"))
     assert len(left) == (0 if isolated else 1)  # an isolated run's files live in memory only
     worker.kill()  # SIGKILL: no finally block runs in the worker
     worker.wait()
-    assert _wait_until(lambda: not _alive(sandbox), 10), f"orphaned sandbox processes: {_alive(sandbox)}"
+    wait_until(lambda: not _alive(sandbox), 10, "the orphaned sandbox processes to die")
     removed = clean_stale_workdirs(str(tmp_path))
     assert len(removed) == len(left) and not list(tmp_path.glob("weaver-sandbox-*"))
 
@@ -321,7 +314,7 @@ async def test_cancelling_the_awaiting_task_kills_the_sandbox_and_removes_its_di
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await asyncio.to_thread(_wait_until, lambda: not _alive(sandbox), 10), _alive(sandbox)
+    await asyncio.to_thread(wait_until, lambda: not _alive(sandbox), 10, "the cancelled sandbox to die")
     assert not list(tmp_path.glob("weaver-sandbox-*"))
 
 
@@ -341,7 +334,8 @@ async def test_a_verifier_timeout_kills_its_running_sandboxes() -> None:
         elapsed = time.perf_counter() - start
         assert result.status == "ok" and "timeout" in (result.diagnostics[0].error or "")
         assert elapsed < 10
-        assert await asyncio.to_thread(_wait_until, lambda: not _alive(_descendants(os.getpid()) - before), 10)
+        await asyncio.to_thread(wait_until, lambda: not _alive(_descendants(os.getpid()) - before), 10,
+                                "the timed-out sandbox to die")
     finally:
         await worker.close()
 
