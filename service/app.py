@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,8 +30,13 @@ log = logging.getLogger(__name__)
 
 
 async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue | None = None) -> GatewayState:
-    """Embedded: a started Worker behind an in-process queue. Distributed: a Redis Streams client."""
+    """Embedded: a Worker behind an in-process queue. Distributed: a Redis Streams client.
+
+    An owned worker loads its models in the background, so the server binds its port at once: /healthz
+    answers 200 and /readyz 503 naming what is still loading, and requests get 503 until it is done.
+    """
     owned_worker = None
+    loading = None
     if queue is None:
         q = settings.queue
         if settings.redis_url:
@@ -38,9 +45,10 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
             )
         else:
             if worker is None:
-                from workers.serve import start_worker
+                from workers.serve import build_worker
 
-                worker = owned_worker = await start_worker(settings.worker_config)
+                worker = owned_worker = build_worker(settings.worker_config)
+                loading = asyncio.create_task(worker.start(), name="weaver-load-models")
             queue = InProcessQueue(
                 worker,
                 max_depth=q.max_depth,
@@ -64,11 +72,16 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
         rate_limiter=limiter,
         worker=owned_worker,
         online=online,
+        loading=loading,
     )
 
 
 async def close_state(state: GatewayState) -> None:
     """Stop taking jobs, let in-flight ones finish (grace period), then release the worker and connections."""
+    if state.loading is not None and not state.loading.done():
+        state.loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await state.loading
     await state.queue.close()
     if state.rate_limiter is not None:
         await state.rate_limiter.close()
