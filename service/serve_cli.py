@@ -34,7 +34,6 @@ def serve(
 
     from service.app import create_app
     from service.settings import load_settings
-
     from workers.cancellation import SHUTDOWN
 
     settings = load_settings(config, host=host, port=port, redis_url=redis_url, worker_config=worker_config)
