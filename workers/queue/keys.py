@@ -34,6 +34,10 @@ class QueueKeys:
         """Hash of a job not yet answered: ``waiters`` (gateways waiting), ``fp`` (request digest), ``entry``."""
         return f"{self.prefix}:live:{job_id}"
 
+    def fingerprint(self, job_id: str) -> str:
+        """Digest of the request behind a keyed job: a replayed result must answer the same request."""
+        return f"{self.prefix}:fingerprint:{job_id}"
+
     def cancelled(self, job_id: str) -> str:
         """Set (to the reason) when nobody waits for the job any more: a worker must not start it."""
         return f"{self.prefix}:cancelled:{job_id}"

@@ -60,7 +60,7 @@ class InProcessQueue(JobQueue):
         self._jobs: dict[str, _Entry] = {}  # waiting or running, by job id
         self._waiting: deque[_Entry] = deque()
         self._running = 0
-        self._replay: OrderedDict[str, tuple[float, JobResult]] = OrderedDict()  # keyed job id -> result
+        self._replay: OrderedDict[str, tuple[float, Job, JobResult]] = OrderedDict()  # keyed job id -> answer
         self._catalog: tuple[float, Catalog] | None = None
         self._closing = False
 
@@ -124,7 +124,7 @@ class InProcessQueue(JobQueue):
         if not entry.outcome.done():
             entry.outcome.set_result(result)
         if job.fingerprint is not None and result.status == "ok":
-            self._remember(job.id, result)
+            self._remember(job, result)
 
     def _cancel(self, entry: _Entry, reason: CancelReason) -> None:
         """Nobody waits any more (or the deadline passed): stop the job wherever it is, count it once."""
@@ -146,8 +146,8 @@ class InProcessQueue(JobQueue):
         with contextlib.suppress(ValueError):
             self._waiting.remove(entry)
 
-    def _remember(self, job_id: str, result: JobResult) -> None:
-        self._replay[job_id] = (time.monotonic(), result)
+    def _remember(self, job: Job, result: JobResult) -> None:
+        self._replay[job.id] = (time.monotonic(), job, result)
         while len(self._replay) > REPLAY_MAX:
             self._replay.popitem(last=False)
 
@@ -155,10 +155,11 @@ class InProcessQueue(JobQueue):
         """A finished job with the same Idempotency-Key (and the same request) answers again, without running."""
         if job.fingerprint is None or job.id not in self._replay:
             return None
-        at, result = self._replay[job.id]
+        at, first, result = self._replay[job.id]
         if time.monotonic() - at > self.replay_ttl_s:
             del self._replay[job.id]
             return None
+        _check_same_request(first, job)
         return result.model_copy(deep=True)
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ from workers.queue.redis_scripts import ENQUEUE, LEAVE
 
 BLPOP_SLICE_S = 5.0  # wait in slices so a dead connection is noticed even on long deadlines
 KEY_SLACK_S = 60  # job bookkeeping outlives the deadline by this much
+REPLAY_S = 600  # a keyed job's fingerprint outlives its result (the workers' result_ttl_s, 300 s by default)
 
 
 class RedisJobQueue(JobQueue):
@@ -63,8 +64,9 @@ class RedisJobQueue(JobQueue):
         k = self.keys
         ttl = self._ttl(job)
         status, value = await guarded(self._enqueue(
-            keys=[k.stream, k.live(job.id), k.result(job.id), k.cancelled(job.id), k.attempts(job.id)],
-            args=[self.max_depth, job.model_dump_json(), JOB_FIELD, ttl, job.fingerprint or ""],
+            keys=[k.stream, k.live(job.id), k.result(job.id), k.cancelled(job.id), k.attempts(job.id),
+                  k.fingerprint(job.id)],
+            args=[self.max_depth, job.model_dump_json(), JOB_FIELD, ttl, job.fingerprint or "", ttl + REPLAY_S],
         ))
         if status == "full":
             raise QueueFull(f"queue is full ({self.max_depth} jobs waiting or running)", self.retry_after_s)

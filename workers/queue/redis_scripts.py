@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# KEYS: stream, live, result, cancelled, attempts.
-# ARGV: max depth, job JSON, job field, ttl seconds, fingerprint ('' = no Idempotency-Key).
+# KEYS: stream, live, result, cancelled, attempts, fingerprint.
+# ARGV: max depth, job JSON, job field, ttl seconds, fingerprint ('' = no Idempotency-Key), fingerprint ttl.
 # Returns {status, value}: {'queued', entry id} | {'full', ''} | {'attached', ''} (a keyed job with the same id
 # is waiting or running: one more waiter) | {'replay', result JSON} (it already finished ok) | {'mismatch', ''}
 # (the key names a different request).
@@ -11,6 +11,7 @@ ENQUEUE = """
 if ARGV[5] ~= '' then
   local stored = redis.call('GET', KEYS[3])
   if stored and cjson.decode(stored)['status'] == 'ok' then
+    if redis.call('GET', KEYS[6]) ~= ARGV[5] then return {'mismatch', ''} end
     return {'replay', stored}
   end
   local fp = redis.call('HGET', KEYS[2], 'fp')
@@ -27,6 +28,9 @@ redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 local id = redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[2])
 redis.call('HSET', KEYS[2], 'waiters', 1, 'fp', ARGV[5], 'entry', id)
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[6]))
+end
 return {'queued', id}
 """
 
