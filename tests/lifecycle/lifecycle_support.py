@@ -117,6 +117,7 @@ def deployment(
         "WEAVER_LOG_LEVEL": "warning",
         "WEAVER_QUEUE__PREFIX": prefix,
         "OMP_NUM_THREADS": "1",
+        "WEAVER_LIMITS__MAX_TOKENS": "4096",
         **env_extra,
     }
     worker = None
