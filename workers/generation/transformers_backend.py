@@ -66,6 +66,16 @@ class _Request:
 
 
 @dataclass
+class DecodeUsage:
+    """Decode compute in row-steps (one row through one forward pass; a batch costs rows x steps). A row whose
+    caller has gone is marked finished but stays in its batch until the batch ends: that is waste too."""
+
+    row_steps: int = 0  # all rows, all steps
+    cancelled_row_steps: int = 0  # rows of requests that ended cancelled (before and after the cancellation)
+    after_cancel_row_steps: int = 0  # of those, the steps run after the caller had gone
+
+
+@dataclass
 class _Row:
     request: int
     prompt_ids: list[int]
@@ -76,7 +86,8 @@ class _RowStops:
     stop strings appears in the row's newest text (a window of tokens wide enough to spell the longest one)."""
 
     def __init__(self, tokenizer: Any, prompt_width: int, stops: list[str], gone: list[Callable[[], bool]],
-                 abandoned: threading.Event) -> None:
+                 abandoned: threading.Event, usage: DecodeUsage) -> None:
+        self.usage = usage
         self.tokenizer = tokenizer
         self.prompt_width = prompt_width
         self.stops = [text for text in stops if text]
@@ -91,6 +102,7 @@ class _RowStops:
         if self.abandoned.is_set():
             return torch.ones((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
         done = [self.gone[i]() for i in range(input_ids.shape[0])]
+        self.usage.after_cancel_row_steps += sum(done)  # these rows were computed for nobody this step
         if self.stops:
             length = input_ids.shape[1]
             start = max(self.prompt_width, length - self.window)
@@ -117,6 +129,7 @@ class TransformersBackend(GenerationBackend):
         self._drainer: asyncio.Task[None] | None = None
         self.load_seconds: float | None = None
         self.abandoned_batches = 0  # batches cut short because every caller cancelled
+        self.usage = DecodeUsage()
         self.converted = False
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -296,10 +309,13 @@ class TransformersBackend(GenerationBackend):
             eos_token_id=sorted(self._eos_ids),
             pad_token_id=tokenizer.pad_token_id,
         )
-        stops = _RowStops(tokenizer, width, sampling.stop or [], gone, abandoned)
+        stops = _RowStops(tokenizer, width, sampling.stop or [], gone, abandoned, self.usage)
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(self._device),
                                     generation_config=config, stopping_criteria=[stops])
+        steps = output.shape[1] - width
+        self.usage.row_steps += steps * len(rows)
+        self.usage.cancelled_row_steps += steps * sum(g() for g in gone)
         new_tokens = output[:, width:].tolist()
         return [self._finish(tokens, sampling.stop or []) for tokens in new_tokens]
 
