@@ -25,7 +25,7 @@ from workers.online.settings import OnlineSettings
 
 # Small enough that a request without max_tokens answers in well under 30 s with the embedded CPU default
 # (SmolLM2-135M, 4 candidates, lm_judge) on two cores; GPU deployments raise it (WEAVER_DEFAULT_MAX_TOKENS).
-DEFAULT_MAX_TOKENS = 128
+DEFAULT_MAX_TOKENS = 64
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("weaver_config_file", default=None)
 
 
