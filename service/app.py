@@ -29,11 +29,14 @@ from workers.queue.redis_queue import RedisJobQueue
 log = logging.getLogger(__name__)
 
 
-async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue | None = None) -> GatewayState:
+async def build_state(
+    settings: Settings, *, worker: Any = None, queue: JobQueue | None = None, background_load: bool = False
+) -> GatewayState:
     """Embedded: a Worker behind an in-process queue. Distributed: a Redis Streams client.
 
-    An owned worker loads its models in the background, so the server binds its port at once: /healthz
-    answers 200 and /readyz 503 naming what is still loading, and requests get 503 until it is done.
+    With ``background_load`` (``weaver serve``) an owned worker loads its models in the background, so the
+    server binds its port at once: /healthz answers 200, /readyz 503 naming what is still loading, and chat
+    requests get 503 until it is done. Without it the lifespan returns once the models are loaded.
     """
     owned_worker = None
     loading = None
@@ -49,6 +52,8 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
 
                 worker = owned_worker = build_worker(settings.worker_config)
                 loading = asyncio.create_task(worker.start(), name="weaver-load-models")
+                if not background_load:
+                    await loading
             queue = InProcessQueue(
                 worker,
                 max_depth=q.max_depth,
@@ -91,14 +96,21 @@ async def close_state(state: GatewayState) -> None:
         state.online.close()
 
 
-def create_app(settings: Settings | None = None, *, worker: Any = None, queue: JobQueue | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    worker: Any = None,
+    queue: JobQueue | None = None,
+    background_load: bool = False,
+) -> FastAPI:
     """The ASGI app. ``worker``/``queue`` let tests and benchmarks inject their own; by default the
-    lifespan builds them from ``settings`` (embedded unless ``redis_url`` is set)."""
+    lifespan builds them from ``settings`` (embedded unless ``redis_url`` is set). ``background_load``:
+    see ``build_state``."""
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.gateway = await build_state(settings, worker=worker, queue=queue)
+        app.state.gateway = await build_state(settings, worker=worker, queue=queue, background_load=background_load)
         log.info("weaver gateway ready (%s mode)", settings.mode)
         try:
             yield

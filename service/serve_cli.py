@@ -47,7 +47,7 @@ def serve(
             super().handle_exit(sig, frame)
 
     config_ = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, background_load=True),  # bind the port at once; /readyz says when models are in
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -23,8 +23,8 @@ from pydantic_settings import (
 
 from workers.online.settings import OnlineSettings
 
-# Small enough that a request without max_tokens answers in well under 30 s with the embedded CPU default
-# (SmolLM2-135M, 4 candidates, lm_judge) on two cores; GPU deployments raise it (WEAVER_DEFAULT_MAX_TOKENS).
+# Small enough that a request without max_tokens answers within 30 s with the embedded CPU default
+# (SmolLM2-135M, 4 candidates) on two cores (docs/lifecycle.md); GPU deployments raise it (WEAVER_DEFAULT_MAX_TOKENS).
 DEFAULT_MAX_TOKENS = 64
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("weaver_config_file", default=None)
 
