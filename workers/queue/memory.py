@@ -83,6 +83,8 @@ class InProcessQueue(JobQueue):
             job.enqueued_at = time.time()
             entry = _Entry(job, asyncio.get_running_loop().create_future())
             self._jobs[job.id] = entry
+            if job.fingerprint is None and self._running < self.concurrency and not self._waiting:
+                return await self._run_here(entry)
             self._waiting.append(entry)
             self._dispatch()
         try:
@@ -97,6 +99,32 @@ class InProcessQueue(JobQueue):
                 self._cancel(entry, reason_of(exc))
             raise
 
+    async def _run_here(self, entry: _Entry) -> JobResult:
+        """Fast path: a free slot and a job only this caller waits for (no Idempotency-Key) runs in the
+        caller's own task, without a hand-off; cancelling the caller cancels the job directly."""
+        job = entry.job
+        entry.task = asyncio.current_task()
+        self._running += 1
+        try:
+            result = await run_until_deadline(self.worker, job)
+        except asyncio.CancelledError as exc:
+            if entry.reason == "shutdown" and entry.task is not None:  # close() past the grace period
+                entry.task.uncancel()
+                raise QueueUnavailable(f"job {job.id} interrupted by shutdown") from None
+            reason = reason_of(exc)
+            entry.reason = reason
+            count_cancelled(reason)
+            raise
+        finally:
+            self._running -= 1
+            self._forget(entry)
+            self._dispatch()
+        if result is None:
+            entry.reason = "deadline"
+            count_cancelled("deadline")
+            raise JobDeadlineExceeded(f"job {job.id} did not finish before its deadline")
+        return result
+
     def _dispatch(self) -> None:
         """Start waiting jobs while slots are free."""
         while self._running < self.concurrency and self._waiting:
@@ -105,6 +133,13 @@ class InProcessQueue(JobQueue):
                 continue
             self._running += 1
             entry.task = asyncio.create_task(self._run(entry), name=f"weaver-job-{entry.job.id}")
+            # a callback, not a finally: a task cancelled before its first step never runs its body
+            entry.task.add_done_callback(lambda _, entry=entry: self._finished(entry))
+
+    def _finished(self, entry: _Entry) -> None:
+        self._running -= 1
+        self._forget(entry)
+        self._dispatch()
 
     async def _run(self, entry: _Entry) -> None:
         job = entry.job
@@ -114,10 +149,6 @@ class InProcessQueue(JobQueue):
             if not entry.outcome.done():
                 entry.outcome.set_exception(QueueUnavailable(f"job {job.id} interrupted by shutdown"))
             raise
-        finally:
-            self._running -= 1
-            self._forget(entry)
-            self._dispatch()
         if result is None:
             self._cancel(entry, "deadline")
             return
@@ -174,14 +205,15 @@ class InProcessQueue(JobQueue):
                 started = entry.task is not None
                 entry.outcome.set_exception(QueueUnavailable(
                     f"job {entry.job.id} {'interrupted by' if started else 'not started before'} shutdown"))
+                entry.outcome.exception()  # a fast-path caller answers on its own; nobody else reads it
                 entry.reason = "shutdown"
                 count_cancelled("shutdown")
             if entry.task is not None and not entry.task.done():
                 entry.task.cancel("shutdown")
                 tasks.append(entry.task)
             self._forget(entry)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:  # job tasks, or the callers' own tasks (fast path), which answer QueueUnavailable
+            with contextlib.suppress(asyncio.CancelledError, QueueUnavailable):
                 await task
 
     async def ping(self) -> None:
