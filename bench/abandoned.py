@@ -5,7 +5,7 @@ generator and the cheap verifiers). Two runs with the same patient requests and 
 
 - baseline: the 50 patient requests alone;
 - mixed:    the same 50 plus 50 impatient ones, interleaved, each hanging up (closing its connection)
-            after a uniform random 0.2-3 s.
+            after a uniform random 0.2-3 s (``--give-up-max-s``).
 
 Reported: the decode compute (row-steps: one candidate row through one forward pass) spent on the jobs
 that were abandoned, as a share of all decode compute in the mixed run, split into before and after the
@@ -13,6 +13,7 @@ client hung up (after = waste the service controls); tokens generated for cancel
 patient requests' latency in the mixed run against the baseline.
 
     PYTHONPATH=. python bench/abandoned.py [--patient 50 --impatient 50 --max-tokens 32 --n-candidates 2]
+                                           [--give-up-max-s 3 --spacing-s 0.1 --concurrency 8]
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ async def drive(url: str, args: argparse.Namespace, impatient: bool, seed: int) 
             arrival = i * args.spacing_s
             tasks.append(asyncio.create_task(later(arrival, one(client, i, args, None, run))))
             if impatient and i < args.impatient:
-                give_up = rng.uniform(0.2, 3.0)
+                give_up = rng.uniform(0.2, args.give_up_max_s)
                 tasks.append(asyncio.create_task(later(arrival, one(client, 1000 + i, args, give_up, run))))
         await asyncio.gather(*tasks)
         run.wall_s = time.perf_counter() - started
@@ -138,7 +139,8 @@ async def main_async(args: argparse.Namespace) -> None:
     await serving
     await worker.close()
 
-    print(f"{args.patient} patient + {args.impatient} impatient chat requests (give up after U(0.2, 3) s), "
+    print(f"{args.patient} patient + {args.impatient} impatient chat requests (give up after U(0.2, "
+          f"{args.give_up_max_s:g}) s), "
           f"arrivals every {args.spacing_s} s, {args.n_candidates} candidates x max_tokens {args.max_tokens}, "
           f"queue.concurrency {args.concurrency}\n")  # fmt: skip
     print("| measure | value |\n|---|---:|")
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--n-candidates", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--spacing-s", type=float, default=0.1, help="time between arrivals (of each kind)")
+    parser.add_argument("--give-up-max-s", type=float, default=3.0, help="impatient clients hang up after U(0.2, this)")
     args = parser.parse_args()
     args.impatient = min(args.impatient, args.patient)  # one impatient request arrives with each patient one
     asyncio.run(main_async(args))
