@@ -27,6 +27,7 @@ from workers.queue.keys import QueueKeys
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 4  # the deployments' request deadline
+TEARDOWN_S = 10.0  # process exit after the grace period (torch, Redis, a loaded box); the job alone would take minutes
 LONG = 4000  # max_tokens of a request that would run for a minute (the deployments allow it)
 
 
@@ -182,10 +183,10 @@ def test_sigterm_during_a_long_generation_exits_within_the_grace_period(
         assert dep.idle_cpu(0.5) > 0.1, "precondition: generating"
         started = time.monotonic()
         dep.gateway.terminate()
-        dep.gateway.wait(grace + 10)
+        dep.gateway.wait(grace + 30)
         took = time.monotonic() - started
         call["thread"].join()
-    assert took < grace + 5.0, f"exit took {took:.1f} s with a {grace} s grace period"
+    assert took < grace + TEARDOWN_S, f"exit took {took:.1f} s with a {grace} s grace period"
     assert call["status"] != 200, call  # the client got an error or a closed connection, not a hang
 
 
@@ -203,13 +204,13 @@ def test_redis_worker_sigterm_during_a_long_generation_exits_within_the_grace_pe
         assert dep.idle_cpu(0.5) > 0.1, "precondition: generating"
         started = time.monotonic()
         dep.worker.terminate()
-        dep.worker.wait(grace + 10)
+        dep.worker.wait(grace + 30)
         took = time.monotonic() - started
         stream = QueueKeys(prefix).stream
         handed_back = redis.Redis.from_url(redis_url).xlen(stream)
         dep.gateway.terminate()
         call["thread"].join()
-    assert took < grace + 5.0, f"worker exit took {took:.1f} s with a {grace} s grace period"
+    assert took < grace + TEARDOWN_S, f"worker exit took {took:.1f} s with a {grace} s grace period"
     assert handed_back == 1  # the client still waits: its job went back to the stream for another worker
 
 
