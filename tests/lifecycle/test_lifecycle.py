@@ -27,7 +27,7 @@ from workers.queue.keys import QueueKeys
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 4  # the deployments' request deadline
-TEARDOWN_S = 10.0  # process exit after the grace period (torch, Redis, a loaded box); the job alone would take minutes
+TEARDOWN_S = 10.0  # process exit after the grace period (torch, Redis, a loaded box); the job itself runs longer
 LONG = 4000  # max_tokens of a request that would run for a minute (the deployments allow it)
 
 
