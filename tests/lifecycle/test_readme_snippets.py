@@ -20,7 +20,7 @@ from lifecycle_support import ROOT, stop, wait_ready
 
 from tests.service.gateway_support import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.readme]
 README = ROOT / "README.md"
 HOST = re.compile(r"(?:localhost|127\.0\.0\.1):8000")
 FENCE = re.compile(r"^```(bash|python)\n(.*?)^```", re.MULTILINE | re.DOTALL)
