@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,9 +30,17 @@ from workers.queue.redis_queue import RedisJobQueue
 log = logging.getLogger(__name__)
 
 
-async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue | None = None) -> GatewayState:
-    """Embedded: a started Worker behind an in-process queue. Distributed: a Redis Streams client."""
+async def build_state(
+    settings: Settings, *, worker: Any = None, queue: JobQueue | None = None, background_load: bool = False
+) -> GatewayState:
+    """Embedded: a Worker behind an in-process queue. Distributed: a Redis Streams client.
+
+    With ``background_load`` (``weaver serve``) an owned worker loads its models in the background, so the
+    server binds its port at once: /healthz answers 200, /readyz 503 naming what is still loading, and chat
+    requests get 503 until it is done. Without it the lifespan returns once the models are loaded.
+    """
     owned_worker = None
+    loading = None
     if queue is None:
         q = settings.queue
         if settings.redis_url:
@@ -39,9 +49,12 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
             )
         else:
             if worker is None:
-                from workers.serve import start_worker
+                from workers.serve import build_worker
 
-                worker = owned_worker = await start_worker(settings.worker_config)
+                worker = owned_worker = build_worker(settings.worker_config)
+                loading = asyncio.create_task(worker.start(), name="weaver-load-models")
+                if not background_load:
+                    await loading
             queue = InProcessQueue(
                 worker,
                 max_depth=q.max_depth,
@@ -65,11 +78,16 @@ async def build_state(settings: Settings, *, worker: Any = None, queue: JobQueue
         rate_limiter=limiter,
         worker=owned_worker,
         online=online,
+        loading=loading,
     )
 
 
 async def close_state(state: GatewayState) -> None:
     """Stop taking jobs, let in-flight ones finish (grace period), then release the worker and connections."""
+    if state.loading is not None and not state.loading.done():
+        state.loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await state.loading
     await state.queue.close()
     if state.rate_limiter is not None:
         await state.rate_limiter.close()
@@ -79,14 +97,21 @@ async def close_state(state: GatewayState) -> None:
         state.online.close()
 
 
-def create_app(settings: Settings | None = None, *, worker: Any = None, queue: JobQueue | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    worker: Any = None,
+    queue: JobQueue | None = None,
+    background_load: bool = False,
+) -> FastAPI:
     """The ASGI app. ``worker``/``queue`` let tests and benchmarks inject their own; by default the
-    lifespan builds them from ``settings`` (embedded unless ``redis_url`` is set)."""
+    lifespan builds them from ``settings`` (embedded unless ``redis_url`` is set). ``background_load``:
+    see ``build_state``."""
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.gateway = await build_state(settings, worker=worker, queue=queue)
+        app.state.gateway = await build_state(settings, worker=worker, queue=queue, background_load=background_load)
         log.info("weaver gateway ready (%s mode)", settings.mode)
         try:
             yield

@@ -90,7 +90,8 @@ def observe_capacity(stats: QueueStats, concurrency: int) -> None:
     next pending job at once. Busy/slots near 1 with a growing queue means: add (GPU) workers."""
     slots = stats.workers * concurrency
     WORKER_SLOTS.set(slots)
-    WORKER_BUSY_SLOTS.set(min(stats.depth, slots))
+    running = stats.running if stats.running is not None else stats.depth
+    WORKER_BUSY_SLOTS.set(min(running, slots))
 
 
 WORKER_STAT_COUNTERS = {

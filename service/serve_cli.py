@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -32,17 +34,27 @@ def serve(
 
     from service.app import create_app
     from service.settings import load_settings
+    from workers.cancellation import SHUTDOWN
 
     settings = load_settings(config, host=host, port=port, redis_url=redis_url, worker_config=worker_config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings),
+
+    class Server(uvicorn.Server):
+        """On SIGTERM/SIGINT: requests still running after the grace period are cancelled as 'shutdown'."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            SHUTDOWN.started = True
+            super().handle_exit(sig, frame)
+
+    config_ = uvicorn.Config(
+        create_app(settings, background_load=True),  # bind the port at once; /readyz says when models are in
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.queue.shutdown_grace_s) + 5,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.queue.shutdown_grace_s)),
         **http_limits(settings),
     )
+    Server(config_).run()
 
 
 def http_limits(settings: Any) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from pydantic_settings import (
 
 from workers.online.settings import OnlineSettings
 
+# Small enough that a request without max_tokens answers within 30 s with the embedded CPU default
+# (SmolLM2-135M, 4 candidates) on two cores (docs/lifecycle.md); GPU deployments raise it (WEAVER_DEFAULT_MAX_TOKENS).
+DEFAULT_MAX_TOKENS = 64
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("weaver_config_file", default=None)
 
 
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
     served_model_name: str = Field("weaver", description="model id listed by /v1/models and accepted by requests")
     request_timeout_s: float = Field(120.0, gt=0, description="deadline of every job; past it: 504")
     default_n_candidates: int = Field(4, ge=1, description="candidates sampled when the request does not say")
+    default_max_tokens: int = Field(
+        DEFAULT_MAX_TOKENS, ge=1, description="max_tokens per candidate when the request does not say"
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="accepted API keys (env: comma-separated); empty = no auth"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,3 +19,4 @@ class GatewayState:
     rate_limiter: RateLimiter | None = None
     worker: Any = None  # the in-process Worker in embedded mode (owned and closed by the app)
     online: Any = None  # workers.online.runtime.OnlineRuntime, or None when online.enabled is false
+    loading: asyncio.Task[None] | None = None  # the owned worker loading its models (embedded mode)

@@ -5,7 +5,9 @@ item, waits up to ``max_wait_ms`` for more (up to ``max_batch_size``), and runs 
 event loop. Results are routed back to each caller in order. Identical items (same cache key) that
 are queued or in flight share one computation; finished scores go to the score cache. A batch that
 raises is retried item by item so one bad item cannot poison its neighbours; a batch that times out
-yields NaN + an error for its items. Callers that are cancelled before their batch runs are dropped.
+yields NaN + an error for its items. Callers that are cancelled before their batch runs are dropped; a
+running batch whose callers have all gone is cancelled (the verifier's call sees CancelledError: a sandbox
+kills its process group), and its slot is held until the verifier's thread really returns.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class BatcherStats:
     errors: int = 0
     timeouts: int = 0
     dropped_cancelled: int = 0
+    cancelled_batches: int = 0  # running batches cancelled because all their callers had gone
 
 
 def _check(verifier: Verifier, item: Item, value: Score | Scored) -> Outcome:
@@ -177,6 +180,21 @@ class VerifierBatcher:
             task = loop.create_task(self._execute(live))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            self._cancel_when_abandoned(task, live)
+
+    def _cancel_when_abandoned(self, task: asyncio.Task[None], batch: list[_Entry]) -> None:
+        """Cancel the running batch once every caller of every item in it has gone (their jobs were cancelled)."""
+
+        def check(waiter: asyncio.Future[Outcome]) -> None:
+            if not waiter.cancelled() or task.done():
+                return
+            if all(w.cancelled() for entry in batch for w in entry.waiters):
+                self.stats.cancelled_batches += 1
+                task.cancel("abandoned")
+
+        for entry in batch:
+            for waiter in entry.waiters:
+                waiter.add_done_callback(check)
 
     async def _execute(self, batch: list[_Entry]) -> None:
         assert self._slots is not None
@@ -200,6 +218,12 @@ class VerifierBatcher:
                     fresh[entry.key] = outcome.value
             if self.cache is not None and fresh:
                 await self.cache.set_many(fresh)
+        except asyncio.CancelledError:
+            # every caller left (or the worker closes): a thread cannot be killed, so keep the slot until the
+            # verifier's call really returns, as after a timeout
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):  # RuntimeError: executor shut down
+                await asyncio.get_running_loop().run_in_executor(self.executor, _noop)
+            raise
         except Exception as exc:  # noqa: BLE001 - never leave callers hanging
             log.exception("batch execution failed for %s", self.verifier.name)
             for entry in batch:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 AggregatorName = Literal["weaver", "cross_encoder", "cascade", "majority", "mean", "first", "supervised"]
 
 
 GREEDY_TEMPERATURE_EPS = 1e-5
+MAX_STOP_STRINGS = 16  # stop sequences per request (OpenAI allows 4; vLLM and llama.cpp accept more)
+MAX_STOP_CHARS = 64  # characters per stop sequence: the generator re-checks this many at each token
 
 
 class SamplingParams(BaseModel):
@@ -27,7 +29,9 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1)
     seed: int | None = None
-    stop: list[str] | None = None
+    stop: list[Annotated[str, StringConstraints(max_length=MAX_STOP_CHARS)]] | None = Field(
+        None, max_length=MAX_STOP_STRINGS
+    )
 
     @field_validator("temperature")
     @classmethod
@@ -58,7 +62,9 @@ class Job(BaseModel):
     aggregator: AggregatorName = "weaver"
     task: str | None = None  # per-task label models
     context: dict[str, Any] = Field(default_factory=dict)  # verifier inputs, e.g. {"tests": [...]} for code_tests
-    deadline: float = Field(default_factory=lambda: time.time() + 300.0)  # unix seconds
+    # unix seconds, set once by the gateway; every stage enforces it (the job is cancelled when it passes)
+    deadline: float = Field(default_factory=lambda: time.time() + 300.0)
+    fingerprint: str | None = None  # with an Idempotency-Key: digest of the request, so a reused key is caught
     enqueued_at: float | None = None  # unix seconds, set by the queue (queue-wait metrics)
 
     @model_validator(mode="after")

@@ -93,6 +93,7 @@ class Worker:
         self._extra_aggregators: dict[str, RankFunction] = {}
         self._plans: dict[str, ScoringPlan] = {}
         self._started = False
+        self._loading: list[str] = []  # components still loading while start() runs (named by /readyz)
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> Worker:
@@ -103,6 +104,9 @@ class Worker:
         """Load the generator, every verifier and the Weaver model; failures go to readiness_errors."""
         cache = self.config.cache
         self._cache = build_cache(cache.memory_size, cache.redis_url, cache.redis_prefix, cache.redis_ttl_s)
+        self._loading = [f"verifier:{spec.name}" for spec in self.config.verifiers]
+        if self.config.generation is not None:
+            self._loading.append("generation")
         for spec in self.config.verifiers:
             try:
                 verifier = build_verifier(spec)
@@ -111,6 +115,8 @@ class Worker:
                 log.exception("verifier %s failed to load", spec.name)
                 self._errors[f"verifier:{spec.name}"] = f"{type(exc).__name__}: {exc}"
                 continue
+            finally:
+                self._loading.remove(f"verifier:{spec.name}")
             self._verifiers[spec.name] = verifier
             self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=spec.max_concurrency)
         from workers.distilled import install as install_distilled
@@ -132,6 +138,8 @@ class Worker:
                 log.exception("generation backend failed to start")
                 self._generator = None
                 self._errors["generation"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._loading.remove("generation")
         self._started = True
 
     def ready(self) -> bool:
@@ -145,7 +153,8 @@ class Worker:
     def readiness_errors(self) -> dict[str, str]:
         errors = dict(self._errors)
         if not self._started:
-            errors["worker"] = "not started"
+            errors.update({component: "loading" for component in self._loading})
+            errors["worker"] = "loading models" if self._loading else "not started"
         elif not self._verifiers:
             errors.setdefault("verifiers", "no verifier loaded")
         return errors

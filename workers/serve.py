@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from workers.cancellation import SHUTDOWN
 from workers.queue.redis_worker import RedisWorkerLoop
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,16 @@ def load_worker_config(path: Path | None) -> Any:
     return config
 
 
-async def start_worker(config_path: Path | None) -> Any:
-    """A started ``workers.entry.Worker`` (models loaded; readiness errors are reported, not raised)."""
+def build_worker(config_path: Path | None) -> Any:
+    """A ``workers.entry.Worker`` from its YAML, not started (nothing loaded yet)."""
     from workers.entry import Worker
 
-    worker = Worker.from_config(load_worker_config(config_path))
+    return Worker.from_config(load_worker_config(config_path))
+
+
+async def start_worker(config_path: Path | None) -> Any:
+    """A started ``workers.entry.Worker`` (models loaded; readiness errors are reported, not raised)."""
+    worker = build_worker(config_path)
     await worker.start()
     if not worker.ready():
         log.warning("worker not ready: %s", worker.readiness_errors())
@@ -55,8 +61,13 @@ async def run_redis_worker(
     follower = attach_worker(worker, redis_url, loop_options.get("prefix", "weaver"), online)
     loop = RedisWorkerLoop(worker, redis_url, **loop_options)
     running = asyncio.get_running_loop()
+
+    def stop() -> None:
+        SHUTDOWN.started = True
+        loop.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        running.add_signal_handler(sig, loop.stop)
+        running.add_signal_handler(sig, stop)
     log.info("worker %s consuming %s", loop.name, loop.keys.stream)
     try:
         await loop.run()

@@ -1,4 +1,5 @@
-"""The in-process queue (embedded mode): one answer per job, concurrency for batching, graceful close."""
+"""The in-process queue (embedded mode): one answer per job, concurrency for batching, graceful close,
+deadlines and cancellations that reach the running job, Idempotency-Key attach and replay."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import time
 import pytest
 
 from tests.service.gateway_fakes import FakeWorker
-from workers.contract import Job
-from workers.queue.errors import QueueUnavailable
+from workers.cancellation import JOBS_CANCELLED
+from workers.contract import Job, JobResult
+from workers.queue.errors import IdempotencyMismatch, JobDeadlineExceeded, QueueUnavailable
 from workers.queue.memory import InProcessQueue
 
 
@@ -56,3 +58,87 @@ async def test_jobs_not_started_within_the_grace_period_get_an_explicit_error() 
     for task in (first, second):  # the running one was interrupted, the queued one never started
         with pytest.raises(QueueUnavailable):
             await task
+
+
+class RecordingWorker(FakeWorker):
+    """The fake worker, noting which runs were cancelled (and so stopped working)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self.cancelled: list[str] = []
+
+    async def run(self, job: Job) -> JobResult:
+        try:
+            return await super().run(job)
+        except asyncio.CancelledError:
+            self.cancelled.append(job.id)
+            raise
+
+
+def cancelled_count(reason: str) -> float:
+    return JOBS_CANCELLED.labels(reason)._value.get()  # noqa: SLF001
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["fast-path", "queued"])
+async def test_a_job_past_its_deadline_is_cancelled_where_it_runs(busy: bool) -> None:
+    worker = RecordingWorker(delay_s=5.0)
+    queue = InProcessQueue(worker, concurrency=1 if busy else 4)
+    await queue.start()
+    blocker = asyncio.create_task(queue.submit(job(10.0))) if busy else None
+    await asyncio.sleep(0.01)
+    before = cancelled_count("deadline")
+    late = job(0.3)
+    with pytest.raises(JobDeadlineExceeded):
+        await queue.submit(late)
+    await asyncio.sleep(0.05)
+    assert cancelled_count("deadline") == before + 1
+    if busy:  # it never started: the slot was taken until its deadline
+        assert late.id not in worker.runs
+        assert blocker is not None
+        blocker.cancel()
+    else:
+        assert worker.cancelled == [late.id]
+    assert (await queue.stats()).depth == 0 or busy
+    await queue.close()
+
+
+async def test_a_caller_that_goes_away_cancels_its_job_with_its_reason() -> None:
+    worker = RecordingWorker(delay_s=5.0)
+    queue = InProcessQueue(worker, concurrency=1)
+    await queue.start()
+    running, waiting = job(), job()
+    first = asyncio.create_task(queue.submit(running))
+    second = asyncio.create_task(queue.submit(waiting))
+    await asyncio.sleep(0.05)
+    before = cancelled_count("disconnect")
+    first.cancel("disconnect")
+    second.cancel("disconnect")
+    await asyncio.gather(first, second, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    assert worker.cancelled == [running.id] and waiting.id not in worker.runs
+    assert cancelled_count("disconnect") == before + 2
+    stats = await queue.stats()
+    assert stats.depth == 0 and stats.running == 0
+    await queue.close()
+
+
+async def test_the_same_idempotent_job_runs_once_for_every_waiter() -> None:
+    worker = RecordingWorker(delay_s=0.3)
+    queue = InProcessQueue(worker, concurrency=4)
+    await queue.start()
+    first = job()
+    first.fingerprint = "request-digest"
+    retry = first.model_copy()
+    leaver = first.model_copy()
+    tasks = [asyncio.create_task(queue.submit(j)) for j in (first, retry, leaver)]
+    await asyncio.sleep(0.05)
+    tasks[2].cancel()  # one waiter leaves: the others still want the job
+    results = await asyncio.gather(*tasks[:2])
+    assert worker.runs == [first.id] and worker.cancelled == []
+    assert results[0].model_dump() == results[1].model_dump()
+    replayed = await queue.submit(first.model_copy())  # finished: answered again without running
+    assert replayed.model_dump() == results[0].model_dump() and worker.runs == [first.id]
+    other = first.model_copy(update={"fingerprint": "another request"})
+    with pytest.raises(IdempotencyMismatch):
+        await queue.submit(other)
+    await queue.close()

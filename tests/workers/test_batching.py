@@ -133,6 +133,44 @@ async def test_cancelled_callers_are_dropped_before_their_batch_runs() -> None:
     await batcher.close()
 
 
+class SlowAsyncVerifier(Verifier):
+    """An async verifier (like a sandbox or a remote call) that records whether its call was cancelled."""
+
+    kind = "slow-async"
+
+    def __init__(self) -> None:
+        super().__init__("slow-async", max_batch_size=4, max_wait_ms=0, timeout_s=30)
+        self.started = asyncio.Event()
+        self.cancelled = False
+
+    async def score(self, items: Sequence[Item], executor: object = None) -> list[Score | Scored]:
+        self.started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return [1.0 for _ in items]
+
+
+async def test_a_running_batch_whose_callers_all_left_is_cancelled() -> None:
+    verifier = SlowAsyncVerifier()
+    batcher = VerifierBatcher(verifier)
+    first = asyncio.create_task(batcher.submit(pairs("a", "b")))
+    second = asyncio.create_task(batcher.submit(pairs("c")))
+    await asyncio.wait_for(verifier.started.wait(), 5)
+    first.cancel()
+    await asyncio.sleep(0.05)
+    assert not verifier.cancelled  # "c" still has a caller: the batch keeps running
+    second.cancel()
+    for _ in range(100):
+        if verifier.cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert verifier.cancelled and batcher.stats.cancelled_batches == 1
+    await batcher.close()
+
+
 async def test_group_verifiers_get_whole_groups() -> None:
     batcher = VerifierBatcher(GroupSizeVerifier("group", max_wait_ms=5))
     a, b = await asyncio.gather(batcher.submit([GroupItem("p", ("a", "bb"))]),

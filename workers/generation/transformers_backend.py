@@ -4,6 +4,11 @@ A request's N samples are N rows of one ``generate`` call. Concurrent requests w
 parameters (and no seed) are coalesced into one left-padded batch, so a busy CPU worker decodes all of
 them per forward pass instead of one request after another. Generation runs in a thread, one batch at a
 time (the model is not re-entrant), so the event loop stays free to serve health checks and queue I/O.
+
+Cancellation reaches the decode loop: at every token, rows whose caller has gone (its job was cancelled)
+are marked finished, and a batch whose callers are all gone stops. Stop strings are checked on each row's
+newest text only, so their cost does not grow with the vocabulary (transformers' ``stop_strings`` builds
+a table over the whole vocabulary per string).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.cancellation import CANCELLED_TOKENS
 from workers.contract import ChatMessage, SamplingParams
 from workers.generation.base import GeneratedCandidate, GenerationBackend, GenerationOutput, replicate_greedy
 from workers.generation.chat_prompt import load_tokenizer, render_chat
@@ -60,21 +66,51 @@ class _Request:
 
 
 @dataclass
+class DecodeUsage:
+    """Decode compute in row-steps (one row through one forward pass; a batch costs rows x steps). A row whose
+    caller has gone is marked finished but stays in its batch until the batch ends: that is waste too."""
+
+    row_steps: int = 0  # all rows, all steps
+    cancelled_row_steps: int = 0  # rows of requests that ended cancelled (before and after the cancellation)
+    after_cancel_row_steps: int = 0  # of those, the steps run after the caller had gone
+
+
+@dataclass
 class _Row:
     request: int
     prompt_ids: list[int]
 
 
-class _StopWhenSet:
-    """A stopping criterion that ends every row once its event is set (the batch's callers are gone)."""
+class _RowStops:
+    """Per-row stopping criterion: the row's caller has gone, the whole batch is abandoned, or one of the
+    stop strings appears in the row's newest text (a window of tokens wide enough to spell the longest one)."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(self, tokenizer: Any, prompt_width: int, stops: list[str], gone: list[Callable[[], bool]],
+                 abandoned: threading.Event, usage: DecodeUsage) -> None:
+        self.usage = usage
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+        self.stops = [text for text in stops if text]
+        # a character may take several byte-level tokens: 4 per character bounds any spelling
+        self.window = 4 * max((len(text) for text in self.stops), default=0) + 1
+        self.gone = gone
+        self.abandoned = abandoned
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        if self.abandoned.is_set():
+            return torch.ones((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
+        done = [self.gone[i]() for i in range(input_ids.shape[0])]
+        self.usage.after_cancel_row_steps += sum(done)  # these rows were computed for nobody this step
+        if self.stops:
+            length = input_ids.shape[1]
+            start = max(self.prompt_width, length - self.window)
+            for i in range(len(done)):
+                if not done[i]:
+                    tail = self.tokenizer.decode(input_ids[i, start:].tolist(), skip_special_tokens=True)
+                    done[i] = any(text in tail for text in self.stops)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersBackend(GenerationBackend):
@@ -93,6 +129,7 @@ class TransformersBackend(GenerationBackend):
         self._drainer: asyncio.Task[None] | None = None
         self.load_seconds: float | None = None
         self.abandoned_batches = 0  # batches cut short because every caller cancelled
+        self.usage = DecodeUsage()
         self.converted = False
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -228,9 +265,14 @@ class TransformersBackend(GenerationBackend):
             chunk = rows[offset:offset + size]
             if abandoned.is_set():
                 break
-            for row, candidate in zip(chunk, self._generate_rows(chunk, sampling, abandoned), strict=True):
+            gone = [batch[row.request].future.cancelled for row in chunk]
+            for row, candidate in zip(chunk, self._generate_rows(chunk, sampling, gone, abandoned), strict=True):
                 per_request[row.request].append(candidate)
         elapsed = time.perf_counter() - started
+        wasted = sum(c.completion_tokens for r, found in zip(batch, per_request, strict=True)
+                     if r.future.cancelled() for c in found)
+        if wasted:
+            CANCELLED_TOKENS.inc(wasted)
         outputs = []
         for request, candidates in zip(batch, per_request, strict=True):
             reason = None
@@ -241,7 +283,7 @@ class TransformersBackend(GenerationBackend):
                 extras={"batch_requests": len(batch), "batch_rows": len(rows), "generate_s": elapsed}))
         return outputs
 
-    def _generate_rows(self, rows: list[_Row], sampling: SamplingParams,
+    def _generate_rows(self, rows: list[_Row], sampling: SamplingParams, gone: list[Callable[[], bool]],
                        abandoned: threading.Event) -> list[GeneratedCandidate]:
         import torch
         tokenizer, model = self._worker_tokenizer, self._hf_model
@@ -266,12 +308,14 @@ class TransformersBackend(GenerationBackend):
             top_k=None if greedy else config.top_k,
             eos_token_id=sorted(self._eos_ids),
             pad_token_id=tokenizer.pad_token_id,
-            stop_strings=_producible_stops(tokenizer, sampling.stop or []),
         )
+        stops = _RowStops(tokenizer, width, sampling.stop or [], gone, abandoned, self.usage)
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(self._device),
-                                    generation_config=config, tokenizer=tokenizer,
-                                    stopping_criteria=[_StopWhenSet(abandoned)])
+                                    generation_config=config, stopping_criteria=[stops])
+        steps = output.shape[1] - width
+        self.usage.row_steps += steps * len(rows)
+        self.usage.cancelled_row_steps += steps * sum(g() for g in gone)
         new_tokens = output[:, width:].tolist()
         return [self._finish(tokens, sampling.stop or []) for tokens in new_tokens]
 
@@ -300,18 +344,3 @@ class TransformersBackend(GenerationBackend):
     def _decode(self, tokens: list[int]) -> str:
         text: str = self._worker_tokenizer.decode(tokens, skip_special_tokens=True)
         return text
-
-
-def _producible_stops(tokenizer: Any, stop: list[str]) -> list[str] | None:
-    """The stop strings transformers can watch for. It rejects (ValueError) strings no token can spell;
-    the model can never produce those, so dropping them changes nothing (``_finish`` still cuts at any)."""
-    from transformers import StopStringCriteria
-
-    usable = []
-    for text in stop:
-        try:
-            StopStringCriteria(tokenizer, [text])
-        except ValueError:
-            continue
-        usable.append(text)
-    return usable or None

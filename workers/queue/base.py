@@ -14,6 +14,7 @@ class QueueStats:
     depth: int  # jobs waiting or running
     oldest_age_s: float  # age of the oldest job not yet answered (0 when empty)
     workers: int  # live workers consuming this queue
+    running: int | None = None  # jobs running now, when the queue knows (in-process); None: min(depth, slots)
 
 
 @dataclass(frozen=True)

@@ -21,3 +21,7 @@ class QueueUnavailable(QueueError):
 
 class JobDeadlineExceeded(QueueError):
     """The job's deadline passed before its result arrived (or before a worker could start it)."""
+
+
+class IdempotencyMismatch(QueueError):
+    """An Idempotency-Key already names a different request (HTTP 422: the client reused a key)."""

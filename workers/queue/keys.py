@@ -30,6 +30,23 @@ class QueueKeys:
         """List the gateway BLPOPs for the job's result."""
         return f"{self.prefix}:reply:{job_id}"
 
+    def live(self, job_id: str) -> str:
+        """Hash of a job not yet answered: ``waiters`` (gateways waiting), ``fp`` (request digest), ``entry``."""
+        return f"{self.prefix}:live:{job_id}"
+
+    def fingerprint(self, job_id: str) -> str:
+        """Digest of the request behind a keyed job: a replayed result must answer the same request."""
+        return f"{self.prefix}:fingerprint:{job_id}"
+
+    def cancelled(self, job_id: str) -> str:
+        """Set (to the reason) when nobody waits for the job any more: a worker must not start it."""
+        return f"{self.prefix}:cancelled:{job_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel of ``<job id> <reason>`` messages: the worker running that job cancels it."""
+        return f"{self.prefix}:cancel"
+
     def attempts(self, job_id: str) -> str:
         """How many times a worker started the job (poison-job guard)."""
         return f"{self.prefix}:attempts:{job_id}"

@@ -5,6 +5,10 @@ Reads jobs through the consumer group, runs them on the local ``Worker``, stores
 stay pending and are reclaimed with XAUTOCLAIM after the visibility timeout; jobs still running keep
 their lease by re-claiming themselves. On stop: no new jobs, in-flight ones finish within the grace
 period, the rest are handed back to the stream for another worker.
+
+Every job runs under its deadline. A job nobody waits for any more is not started (its ``cancelled`` key)
+or, when running, is cancelled on the cancel channel's message: generation stops at the next token, its
+verifier items are dropped, and the entry is acknowledged without a result.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import uuid
 
 from redis.exceptions import ResponseError
 
+from workers.cancellation import REASONS, count_cancelled
 from workers.contract import Job, JobResult
 from workers.queue.catalog import WorkerLike, describe_worker
 from workers.queue.keys import GROUP, JOB_FIELD, QueueKeys
 from workers.queue.redis_common import REDIS_DOWN, connect, ensure_group
-from workers.queue.redis_scripts import FINISH_JOB, HAND_BACK
-from workers.queue.runner import run_job
+from workers.queue.redis_scripts import DROP, FINISH_JOB, HAND_BACK
+from workers.queue.runner import run_until_deadline
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, dict[str, str] | None]
@@ -64,7 +69,9 @@ class RedisWorkerLoop:
         self.client = connect(url)
         self._finish = self.client.register_script(FINISH_JOB)
         self._hand_back = self.client.register_script(HAND_BACK)
+        self._drop = self.client.register_script(DROP)
         self._inflight: dict[asyncio.Task[None], Entry] = {}
+        self._jobs: dict[str, asyncio.Task[JobResult | None]] = {}  # job id -> its running attempt
         self._stopping = asyncio.Event()
         self.processed = 0
 
@@ -75,13 +82,15 @@ class RedisWorkerLoop:
     async def run(self) -> None:
         """Consume until ``stop()``; then drain or hand back in-flight jobs and leave the worker registry."""
         heartbeat = asyncio.create_task(self._heartbeat())
+        listener = asyncio.create_task(self._listen_for_cancellations())
         try:
             await self._consume()
         finally:
             await self._drain()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *REDIS_DOWN):
-                await heartbeat
+            for task in (heartbeat, listener):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *REDIS_DOWN):
+                    await task
             with contextlib.suppress(*REDIS_DOWN):
                 await self.client.hdel(self.keys.workers, self.name)
             await self.client.aclose()
@@ -164,6 +173,32 @@ class RedisWorkerLoop:
         if dead:
             await self.client.hdel(self.keys.workers, *dead)
 
+    async def _listen_for_cancellations(self) -> None:
+        """Cancel the local attempt of every job announced on the cancel channel (reconnects after a Redis outage)."""
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.cancel_channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and isinstance(message.get("data"), str):
+                        job_id, _, reason = message["data"].partition(" ")
+                        self._cancel_local(job_id, reason)
+            except REDIS_DOWN:
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(*REDIS_DOWN):
+                    await pubsub.aclose()
+
+    def _cancel_local(self, job_id: str, reason: str) -> None:
+        task = self._jobs.get(job_id)
+        if task is None or task.done():
+            return
+        task.cancel(reason if reason in REASONS else "disconnect")
+        if reason == "superseded":  # the gateway counts the reasons it causes; this one only a worker sees
+            count_cancelled("superseded")
+        log.info("job %s cancelled (%s)", job_id, reason)
+
     async def _keep_lease(self, entry_id: str) -> None:
         """Reset the entry's idle time while the job runs, so XAUTOCLAIM leaves a live job alone."""
         while True:
@@ -186,9 +221,14 @@ class RedisWorkerLoop:
                 await self.client.xdel(self.keys.stream, entry_id)
             return
         result = await self._attempt(job, entry_id)
+        if result is None:  # nobody waits for it any more: acknowledge without a result
+            with contextlib.suppress(*REDIS_DOWN):
+                await asyncio.shield(self._drop(keys=[self.keys.stream], args=[GROUP, entry_id]))
+            return
         await asyncio.shield(self._store(job, entry_id, result))
 
-    async def _attempt(self, job: Job, entry_id: str) -> JobResult:
+    async def _attempt(self, job: Job, entry_id: str) -> JobResult | None:
+        """The job's result; None when it was cancelled or its deadline passed (no one to answer)."""
         attempts_key = self.keys.attempts(job.id)
         try:
             attempts = int(await self.client.incr(attempts_key))
@@ -203,26 +243,34 @@ class RedisWorkerLoop:
                 worker=self.name,
                 error=f"job abandoned after {attempts - 1} attempts (its workers died while running it)",
             )
+        run = asyncio.create_task(run_until_deadline(self.worker, job), name=f"weaver-job-{job.id}")
+        self._jobs[job.id] = run  # registered before the check below, so no cancellation falls in between
         lease = asyncio.create_task(self._keep_lease(entry_id))
         try:
-            result = await run_job(self.worker, job)
+            with contextlib.suppress(*REDIS_DOWN):
+                reason = await self.client.get(self.keys.cancelled(job.id))
+                if reason:
+                    run.cancel(reason)
+            result = await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if run.cancelled() and current is not None and not current.cancelling():
+                return None  # the job was cancelled, not this worker: drop it
+            run.cancel()
+            raise
         finally:
             lease.cancel()
+            self._jobs.pop(job.id, None)
         if result is None:
-            return JobResult(
-                id=job.id,
-                status="error",
-                error_type="deadline_exceeded",
-                worker=self.name,
-                error="the job's deadline passed before a worker could start it",
-            )
+            return None
         result.worker = result.worker or self.name
         return result
 
     async def _store(self, job: Job, entry_id: str, result: JobResult) -> None:
         """Store the result once and acknowledge; retry while Redis is down, up to the job's deadline."""
-        keys = [self.keys.result(job.id), self.keys.reply(job.id), self.keys.stream]
-        args = [result.model_dump_json(), self.result_ttl_s, GROUP, entry_id]
+        k = self.keys
+        keys = [k.result(job.id), k.reply(job.id), k.stream, k.live(job.id), k.attempts(job.id)]
+        args = [result.model_dump_json(), self.result_ttl_s, GROUP, entry_id, k.cancel_channel, job.id]
         delay = 0.1
         while True:
             try:
@@ -251,7 +299,8 @@ class RedisWorkerLoop:
             payload = (fields or {}).get(JOB_FIELD)
             if entry_id and payload:
                 try:
-                    await self._hand_back(keys=[self.keys.stream], args=[GROUP, entry_id, payload, JOB_FIELD])
+                    live = self.keys.live(str(json.loads(payload).get("id", "")))
+                    await self._hand_back(keys=[self.keys.stream, live], args=[GROUP, entry_id, payload, JOB_FIELD])
                     log.info("handed job entry %s back to the queue", entry_id)
                 except REDIS_DOWN:
                     log.warning("could not hand back %s; it will be reclaimed after the visibility timeout", entry_id)

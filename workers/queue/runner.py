@@ -1,7 +1,8 @@
-"""Run one job on a worker: the one place that checks the deadline and turns a crash into an error result."""
+"""Run one job on a worker: the one place that enforces the deadline and turns a crash into an error result."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -24,3 +25,12 @@ async def run_job(worker: WorkerLike, job: Job) -> JobResult | None:
     if job.enqueued_at is not None:
         result.timings.setdefault("queue_wait", max(0.0, started - job.enqueued_at))
     return result
+
+
+async def run_until_deadline(worker: WorkerLike, job: Job) -> JobResult | None:
+    """``run_job`` cancelled at ``job.deadline`` (generation stops at the next token); None when it passed."""
+    try:
+        async with asyncio.timeout(job.deadline - time.time()):
+            return await run_job(worker, job)
+    except TimeoutError:
+        return None

@@ -10,8 +10,9 @@ from service.api.chat.service import create_chat_completion, stream_chunks
 from service.api.verification import verification_header
 from service.deps import StateDep, require_api_key
 from service.errors import ERROR_RESPONSES
+from service.jobs import require_loaded
 
-router = APIRouter(prefix="/v1", tags=["chat"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["chat"], dependencies=[Depends(require_api_key), Depends(require_loaded)])
 
 
 @router.post(
@@ -24,7 +25,7 @@ async def chat_completions(
     body: ChatCompletionRequest, state: StateDep, request: Request, http: Response
 ) -> ChatCompletionResponse | StreamingResponse:
     request.state.aggregator = body.verification.aggregator if body.verification else "weaver"
-    response = await create_chat_completion(body, state)
+    response = await create_chat_completion(body, state, request)
     headers = verification_header(response.verification)
     if body.stream:
         return StreamingResponse(stream_chunks(body, response), media_type="text/event-stream", headers=headers)

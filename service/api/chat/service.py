@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from fastapi import Request
+
 from service.api.chat.protocol import (
     AssistantMessage,
     ChatCompletionChunk,
@@ -27,9 +29,10 @@ from service.api.verification import (
     selection_confidence,
 )
 from service.errors import invalid
+from service.jobs import apply_idempotency_key, submit_while_connected
 from service.metrics import observe_result
 from service.state import GatewayState
-from workers.contract import ChatMessage, Job, JobResult, SamplingParams
+from workers.contract import MAX_STOP_CHARS, MAX_STOP_STRINGS, ChatMessage, Job, JobResult, SamplingParams
 
 STREAM_PIECE_CHARS = 24  # the selected answer is streamed in pieces of about this size
 
@@ -58,8 +61,10 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
         raise invalid(
             f"max_tokens={max_tokens} exceeds the limit of {settings.limits.max_tokens}", "max_tokens", "limit_exceeded"
         )
-    if max_tokens is None:  # an omitted max_tokens must respect the limit too (the sampling default may exceed it)
-        max_tokens = min(SamplingParams.model_fields["max_tokens"].default, settings.limits.max_tokens)
+    if max_tokens is None:  # an omitted max_tokens must respect the limit too
+        max_tokens = min(settings.default_max_tokens, settings.limits.max_tokens)
+    stop = request.stop_list()
+    check_stop(stop)
     check_chars(sum(len(m.text()) for m in request.messages), settings, "messages")
     check_selection(options, await state.queue.catalog(), settings)
     sampling = SamplingParams(
@@ -70,7 +75,7 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
                 "top_p": request.top_p,
                 "max_tokens": max_tokens,
                 "seed": request.seed,
-                "stop": request.stop_list(),
+                "stop": stop,
             }.items()
             if v is not None
         }
@@ -88,6 +93,19 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
         context=options.context,
         deadline=deadline(settings),
     )
+
+
+def check_stop(stop: list[str] | None) -> None:
+    """At most 16 stop sequences of at most 64 characters: the generator checks each at every token."""
+    if not stop:
+        return
+    if len(stop) > MAX_STOP_STRINGS:
+        raise invalid(f"stop has {len(stop)} sequences; the limit is {MAX_STOP_STRINGS}", "stop", "limit_exceeded")
+    longest = max(len(s) for s in stop)
+    if longest > MAX_STOP_CHARS:
+        raise invalid(
+            f"a stop sequence has {longest} characters; the limit is {MAX_STOP_CHARS}", "stop", "limit_exceeded"
+        )
 
 
 def abstention_text(result: JobResult, min_confidence: float) -> str:
@@ -132,9 +150,13 @@ def build_response(request: ChatCompletionRequest, result: JobResult) -> ChatCom
     )
 
 
-async def create_chat_completion(request: ChatCompletionRequest, state: GatewayState) -> ChatCompletionResponse:
+async def create_chat_completion(
+    request: ChatCompletionRequest, state: GatewayState, http: Request
+) -> ChatCompletionResponse:
+    """Build the job, run it while the client stays connected (Idempotency-Key retries attach), answer."""
     job = await build_job(request, state)
-    result = await state.queue.submit(job)
+    apply_idempotency_key(job, http, "chat")
+    result = await submit_while_connected(state.queue, job, http)
     raise_for_job_error(result)
     response = build_response(request, result)
     observe_result("chat", result, response.verification.abstained)

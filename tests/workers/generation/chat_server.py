@@ -37,6 +37,7 @@ class Behaviour:
     api_key: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)  # chat bodies received, in order
     request_times: list[float] = field(default_factory=list)
+    disconnects: int = 0  # requests whose client hung up during delay_s
 
 
 def completion_words(seed: int | None, index: int) -> list[str]:
@@ -79,7 +80,12 @@ def build_app(behaviour: Behaviour) -> FastAPI:
         if behaviour.refuse_logprobs and body.get("logprobs"):
             return error(400, "logprobs are not supported")
         if behaviour.delay_s:
-            await asyncio.sleep(behaviour.delay_s)
+            until = time.monotonic() + behaviour.delay_s
+            while time.monotonic() < until:  # like a real engine: notice a client that hung up, stop work
+                if await request.is_disconnected():
+                    behaviour.disconnects += 1
+                    return error(499, "client closed the request")
+                await asyncio.sleep(0.02)
         choices, completion_tokens = [], 0
         for index in range(n if behaviour.honour_n else 1):
             words = completion_words(body.get("seed"), index)

@@ -120,6 +120,27 @@ async def test_timeouts_are_retried_then_reported() -> None:
     assert len(behaviour.requests) == 2
 
 
+async def test_a_cancelled_generation_closes_its_http_call() -> None:
+    """A cancelled job cancels generate(); the HTTP request is closed, so the upstream server stops too."""
+    import asyncio
+
+    behaviour = Behaviour(delay_s=10.0)
+    with serve(behaviour) as url:
+        backend = await started(url)
+        task = asyncio.create_task(backend.generate(QUESTION, 2, SamplingParams()))
+        while not behaviour.requests:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if behaviour.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        await backend.close()
+    assert behaviour.disconnects == 1 and len(behaviour.requests) == 1  # closed, not retried
+
+
 async def test_logprob_refusal_falls_back_to_usage_counts() -> None:
     behaviour = Behaviour(refuse_logprobs=True)
     with serve(behaviour) as url:
