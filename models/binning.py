@@ -11,44 +11,55 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.thresholds import otsu_threshold
+from models.thresholds import otsu_from_counts
 
 
-def bin_edges(values: np.ndarray, max_bins: int) -> np.ndarray:
-    """Interior cut points (ascending) for one verifier's normalized scores; NaN ignored.
+def bin_edges(values: np.ndarray, max_bins: int) -> tuple[np.ndarray, float]:
+    """Interior cut points (ascending) for one verifier's normalized scores, and its Otsu cut; NaN ignored.
 
-    A value ``v`` falls in bin ``sum(v >= edges)``; ``len(edges) + 1`` bins in all.
+    A value ``v`` falls in bin ``sum(v >= edges)``; ``len(edges) + 1`` bins in all. With
+    ``max_bins <= 2`` the only cut is Otsu's (version 1's binarization).
     """
     finite = values[np.isfinite(values)]
-    unique = np.unique(finite)
+    unique, counts = np.unique(finite, return_counts=True)
+    otsu = otsu_from_counts(unique, counts)
     if unique.size < 2:
-        return np.empty(0)
+        return np.empty(0), otsu
+    if max_bins <= 2:
+        return np.array([otsu]), otsu
     if unique.size <= max_bins:
-        return (unique[:-1] + unique[1:]) / 2.0
-    cuts = np.quantile(finite, np.arange(1, max_bins) / max_bins)
-    otsu = otsu_threshold(finite)
-    if np.isfinite(otsu):
-        cuts = np.append(cuts, otsu)
-    cuts = np.unique(cuts)
-    # a cut equal to the minimum would leave its lower bin empty forever
-    return cuts[(cuts > unique[0]) & (cuts <= unique[-1])]
+        return (unique[:-1] + unique[1:]) / 2.0, otsu
+    cdf = np.cumsum(counts) / counts.sum()
+    cuts = unique[np.minimum(np.searchsorted(cdf, np.arange(1, max_bins) / max_bins, side="right"), unique.size - 1)]
+    cuts = np.unique(np.append(cuts, otsu))
+    # a cut at or below the minimum would leave its lower bin empty forever
+    return cuts[cuts > unique[0]], otsu
 
 
-def digitize(normalized: np.ndarray, edges: np.ndarray, width: int) -> np.ndarray:
-    """Bin index per entry of an (n, m) matrix; -1 where NaN (abstain).
+def digitize(normalized: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
+    """Bin index per entry of an (n, m) matrix of scores in [0, 1]; -1 where NaN (abstain)."""
+    return Digitizer(edges)(normalized)
 
-    ``edges`` is (m, width - 1) padded with +inf, so every verifier is binned in one vectorized pass.
+
+class Digitizer:
+    """All verifiers binned by one ``searchsorted``: verifier j's edges are shifted to [2j, 2j + 1].
+
+    Normalized scores lie in [0, 1], so the shifted ranges never overlap; the bin is the number of
+    shifted edges at or below the shifted score, minus the edges of the verifiers before j.
     """
-    x = np.where(np.isnan(normalized), -np.inf, normalized)
-    bins = (x[:, :, None] >= edges[None, :, :]).sum(axis=2).astype(np.int16)
-    bins[np.isnan(normalized)] = -1
-    return bins
+
+    def __init__(self, edges: list[np.ndarray]) -> None:
+        self.shift = 2.0 * np.arange(len(edges))
+        self.flat = np.concatenate([e + s for e, s in zip(edges, self.shift, strict=True)]) if edges else np.empty(0)
+        self.before = np.concatenate([[0], np.cumsum([len(e) for e in edges])[:-1]]).astype(np.int64)
+
+    def __call__(self, normalized: np.ndarray) -> np.ndarray:
+        missing = np.isnan(normalized)
+        shifted = np.where(missing, 0.0, normalized) + self.shift[None, :]
+        bins = (np.searchsorted(self.flat, shifted, side="right") - self.before[None, :]).astype(np.int16)
+        bins[missing] = -1
+        return bins
 
 
-def padded_edges(edges: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Stack per-verifier edges into an (m, width - 1) array padded with +inf; returns (array, width)."""
-    width = max((len(e) for e in edges), default=0) + 1
-    out = np.full((len(edges), max(width - 1, 0)), np.inf)
-    for j, e in enumerate(edges):
-        out[j, : len(e)] = e
-    return out, width
+def n_bins(edges: list[np.ndarray]) -> np.ndarray:
+    return np.array([len(e) + 1 for e in edges], dtype=np.int64)

@@ -35,49 +35,42 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Layout:
-    """Flattened candidates, sorted so that each group's members and each query's groups are contiguous."""
+    """Flattened candidates (original order) with their answer groups; each query's groups are contiguous."""
 
-    bins: np.ndarray  # (N, m) int16, -1 abstain, in sorted order
-    order: np.ndarray  # sorted position -> original flat candidate index
-    group_of: np.ndarray  # (N,) group index per sorted candidate
-    group_starts: np.ndarray  # (G,) first sorted candidate of each group
+    bins: np.ndarray  # (N, m) int16, -1 abstain
+    group_of: np.ndarray  # (N,) group index per candidate
     group_size: np.ndarray  # (G,)
     group_query: np.ndarray  # (G,) query index
     query_starts: np.ndarray  # (Q,) first group of each query
     query_groups: np.ndarray  # (Q,) number of groups
     unique: np.ndarray  # (Q,) bool: at most one group right
 
+    @property
+    def all_singletons(self) -> bool:
+        return bool(self.group_size.size == self.bins.shape[0])
+
 
 def build_layout(bins: list[np.ndarray], groups: list[np.ndarray], unique: list[bool]) -> Layout:
     """``groups[q]``: group id per candidate (-1: no answer, its own group)."""
-    rows, order_parts, group_of, group_size, group_query, query_groups = [], [], [], [], [], []
-    offset = 0
+    group_of, query_groups = [], []
     n_groups = 0
-    for q, (b, g) in enumerate(zip(bins, groups, strict=True)):
+    for g in groups:
         g = np.asarray(g, dtype=np.int64).copy()
         loners = g < 0
         g[loners] = g.max(initial=-1) + 1 + np.arange(int(loners.sum()))
         _, local = np.unique(g, return_inverse=True)
-        perm = np.argsort(local, kind="stable")
-        sizes = np.bincount(local)
-        rows.append(b[perm])
-        order_parts.append(offset + perm)
-        group_of.append(n_groups + local[perm])
-        group_size.append(sizes)
-        group_query.append(np.full(sizes.size, q))
-        query_groups.append(sizes.size)
-        offset += len(g)
-        n_groups += sizes.size
+        count = int(local.max(initial=-1)) + 1
+        group_of.append(n_groups + local.ravel())
+        query_groups.append(count)
+        n_groups += count
     m = bins[0].shape[1] if bins else 0
-    size = np.concatenate(group_size) if group_size else np.empty(0, dtype=np.int64)
+    group_of_all = np.concatenate(group_of) if group_of else np.empty(0, dtype=np.int64)
     counts = np.array(query_groups, dtype=np.int64)
     return Layout(
-        bins=np.vstack(rows) if rows else np.empty((0, m), dtype=np.int16),
-        order=np.concatenate(order_parts) if order_parts else np.empty(0, dtype=np.int64),
-        group_of=np.concatenate(group_of) if group_of else np.empty(0, dtype=np.int64),
-        group_starts=np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64) if size.size else size,
-        group_size=size,
-        group_query=np.concatenate(group_query) if group_query else np.empty(0, dtype=np.int64),
+        bins=np.vstack(bins) if bins else np.empty((0, m), dtype=np.int16),
+        group_of=group_of_all,
+        group_size=np.bincount(group_of_all, minlength=n_groups),
+        group_query=np.repeat(np.arange(counts.size), counts),
         query_starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts,
         query_groups=counts,
         unique=np.array(unique, dtype=bool),
@@ -112,19 +105,38 @@ def independent_structure(m: int) -> Structure:
     return Structure(np.ones(m), np.zeros(m), np.zeros((m, m)))
 
 
-def candidate_llr(bins: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N, m) per-verifier log-likelihood ratios; 0 where the verifier abstained."""
-    m, width = table.shape
-    flat = np.where(bins >= 0, np.arange(m)[None, :] * width + bins, 0)
-    out: np.ndarray = np.where(bins >= 0, table.ravel()[flat], 0.0)
+def abstain_index(bins: np.ndarray, width: int) -> np.ndarray:
+    """Flat index into an (m, width + 1) table whose last column is 0: abstentions carry no evidence."""
+    m = bins.shape[1]
+    out: np.ndarray = np.arange(m)[None, :] * (width + 1) + np.where(bins >= 0, bins, width)
     return out
 
 
-def group_evidence(llr: np.ndarray, layout: Layout, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
-    """(G,) pooled log-likelihood ratio per group and the (G, m) member discounts used."""
-    sums = np.add.reduceat(llr, layout.group_starts, axis=0) if llr.shape[0] else np.zeros((0, llr.shape[1]))
-    discount = 1.0 / (1.0 + (layout.group_size[:, None] - 1) * structure.icc[None, :])
-    return (sums * discount) @ structure.weight, discount
+def extend(table: np.ndarray) -> np.ndarray:
+    """(m, width) -> (m, width + 1) with a zero column for abstentions."""
+    return np.hstack([table, np.zeros((table.shape[0], 1))])
+
+
+def candidate_llr(bins: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(N, m) per-verifier log-likelihood ratios; 0 where the verifier abstained."""
+    out: np.ndarray = extend(table).ravel()[abstain_index(bins, table.shape[1])]
+    return out
+
+
+def member_weights(layout: Layout, structure: Structure) -> np.ndarray:
+    """(N, m) weight of each candidate's evidence in its group's: cross-verifier x member discount."""
+    discount = 1.0 / (1.0 + (layout.group_size[layout.group_of, None] - 1) * structure.icc[None, :])
+    out: np.ndarray = discount * structure.weight[None, :]
+    return out
+
+
+def group_evidence(llr: np.ndarray, layout: Layout, weights: np.ndarray) -> np.ndarray:
+    """(G,) pooled log-likelihood ratio per group, from (N, m) evidence and its member weights."""
+    per_candidate = (llr * weights).sum(1)
+    if layout.all_singletons:
+        return per_candidate
+    out: np.ndarray = np.bincount(layout.group_of, per_candidate, minlength=layout.group_size.size)
+    return out
 
 
 def group_posteriors(evidence: np.ndarray, layout: Layout, rho0: float, pi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -136,10 +148,9 @@ def group_posteriors(evidence: np.ndarray, layout: Layout, rho0: float, pi: floa
     none = np.full(layout.query_groups.size, np.nan)
     if unique_g.any():
         log_w = np.log((1 - rho0) / layout.query_groups[layout.group_query]) + evidence
-        top = np.maximum.reduceat(log_w, layout.query_starts)
-        top = np.maximum(top, np.log(rho0))
+        top = np.maximum(np.maximum.reduceat(log_w, layout.query_starts), np.log(rho0))
         exp_w = np.exp(log_w - top[layout.group_query])
-        exp_none = rho0 * np.exp(-top)  # exp(log rho0 - top)
+        exp_none = np.exp(np.log(rho0) - top)
         total = np.add.reduceat(exp_w, layout.query_starts) + exp_none
         post[unique_g] = (exp_w / total[layout.group_query])[unique_g]
         none[layout.unique] = (exp_none / total)[layout.unique]
@@ -148,24 +159,31 @@ def group_posteriors(evidence: np.ndarray, layout: Layout, rho0: float, pi: floa
 
 def estimate_structure(llr: np.ndarray, observed: np.ndarray, q: np.ndarray, layout: Layout) -> Structure:
     """Intra-group and cross-verifier class-conditional correlations of the evidence, from posteriors."""
-    n, m = llr.shape
     w1 = q[:, None] * observed
     w0 = (1 - q)[:, None] * observed
     mu1 = (w1 * llr).sum(0) / np.maximum(w1.sum(0), 1e-12)
     mu0 = (w0 * llr).sum(0) / np.maximum(w0.sum(0), 1e-12)
     resid = np.where(observed, llr - (q[:, None] * mu1 + (1 - q)[:, None] * mu0), 0.0)
-    # intra-group: sum over groups of (sum r)^2 - sum r^2 over the member pairs' share of the variance
-    multi = layout.group_size >= 2
-    sums = np.add.reduceat(resid, layout.group_starts, axis=0)
-    squares = np.add.reduceat(resid ** 2, layout.group_starts, axis=0)
-    num = (sums[multi] ** 2 - squares[multi]).sum(0)
-    den = ((layout.group_size[multi, None] - 1) * squares[multi]).sum(0)
-    icc = np.clip(np.where(den > 1e-12, num / np.maximum(den, 1e-12), 0.0), 0.0, 1.0)
+    m = llr.shape[1]
+    icc = np.zeros(m)
+    in_multi = layout.group_size[layout.group_of] >= 2
+    if in_multi.any():
+        # pairs of members: ((sum r)^2 - sum r^2) over (n - 1) sum r^2, summed over groups
+        from scipy.sparse import csr_matrix
+
+        rows = layout.group_of[in_multi]
+        member = csr_matrix((np.ones(rows.size), (rows, np.flatnonzero(in_multi))),
+                            shape=(layout.group_size.size, llr.shape[0]))
+        sums = member @ resid
+        squares = member @ (resid ** 2)
+        num = (sums ** 2 - squares).sum(0)
+        den = ((layout.group_size[:, None] - 1) * squares).sum(0)
+        icc = np.clip(np.where(den > 1e-12, num / np.maximum(den, 1e-12), 0.0), 0.0, 1.0)
     # cross-verifier, on candidates; two standard errors of a correlation on n_obs pairs shrink it
     cov = resid.T @ resid
     sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
     corr = cov / np.outer(sd, sd)
-    pairs = observed.T.astype(float) @ observed.astype(float)
+    pairs = observed.T @ observed
     rho = np.clip(corr - 2.0 / np.sqrt(np.maximum(pairs, 1.0)), 0.0, 1.0)
     np.fill_diagonal(rho, 0.0)
     return Structure(1.0 / (1.0 + rho.sum(1)), icc, rho)
@@ -173,9 +191,10 @@ def estimate_structure(llr: np.ndarray, observed: np.ndarray, q: np.ndarray, lay
 
 def initial_posterior(bins: np.ndarray, width: np.ndarray) -> np.ndarray:
     """Soft start: per candidate, the mean over verifiers of its bin's position (0 low .. 1 high)."""
-    pos = np.where(bins >= 0, bins / np.maximum(width[None, :] - 1, 1), np.nan)
-    count = (~np.isnan(pos)).sum(1)
-    out: np.ndarray = np.where(count > 0, np.nansum(pos, axis=1) / np.maximum(count, 1), 0.5)
+    observed = bins >= 0
+    pos = np.where(observed, bins / np.maximum(width[None, :] - 1, 1), 0.0)
+    count = observed.sum(1)
+    out: np.ndarray = np.where(count > 0, pos.sum(1) / np.maximum(count, 1), 0.5)
     return np.clip(out, 0.02, 0.98)
 
 
@@ -194,50 +213,48 @@ def fit_v2(
     n, m = bins.shape
     width = int(n_bins.max(initial=1))
     valid = np.arange(width)[None, :] < n_bins[:, None]
-    observed = bins >= 0
-    flat = np.where(observed, np.arange(m)[None, :] * width + bins, 0)
+    observed = (bins >= 0).astype(float)
+    flat = abstain_index(bins, width).ravel()
+    size = m * (width + 1)
     q = initial_posterior(bins, n_bins)
     structure = independent_structure(m)
     rho0, pi = 0.5, 0.5
     log_p1 = log_p0 = np.zeros((m, width))
     total_iter, converged, change = 0, False, np.inf
     none = np.full(layout.query_groups.size, np.nan)
+    multi_g = ~layout.unique[layout.group_query]
     for round_ in range(rounds + 1 if learn_structure else 1):
-        discount = 1.0 / (1.0 + (layout.group_size[:, None] - 1) * structure.icc[None, :])
-        member_weight = discount[layout.group_of] * observed  # (N, m) M-step weight of each entry
+        weights = member_weights(layout, structure)
+        counted = (weights / structure.weight[None, :] * observed).ravel()  # M-step: members' effective count
         converged = False
         for _ in range(max_iter):
             total_iter += 1
-            # M-step: class-conditional histograms, each group's members counted as its effective size
-            c1 = np.bincount(flat.ravel(), (q[:, None] * member_weight).ravel(), m * width).reshape(m, width)
-            c0 = np.bincount(flat.ravel(), ((1 - q)[:, None] * member_weight).ravel(), m * width).reshape(m, width)
+            # M-step: class-conditional histograms; pi and rho0 from group posteriors
+            c1 = np.bincount(flat, np.repeat(q, m) * counted, size).reshape(m, width + 1)[:, :width]
+            c0 = np.bincount(flat, np.repeat(1 - q, m) * counted, size).reshape(m, width + 1)[:, :width]
             c1 = np.where(valid, c1 + smoothing, 0.0)
             c0 = np.where(valid, c0 + smoothing, 0.0)
             with np.errstate(divide="ignore"):
-                new_p1 = np.where(valid, np.log(c1 / c1.sum(1, keepdims=True)), 0.0)
-                new_p0 = np.where(valid, np.log(c0 / c0.sum(1, keepdims=True)), 0.0)
-            log_p1, log_p0 = new_p1, new_p0
-            g_post = np.add.reduceat(q, layout.group_starts) / layout.group_size if n else np.zeros(0)
-            if (~layout.unique).any():
-                multi = ~layout.unique[layout.group_query]
-                pi = float(np.clip((g_post[multi].sum() + 1) / (multi.sum() + 2), 1e-4, 1 - 1e-4))
+                log_p1 = np.where(valid, np.log(c1 / c1.sum(1, keepdims=True)), 0.0)
+                log_p0 = np.where(valid, np.log(c0 / c0.sum(1, keepdims=True)), 0.0)
+            g_post = q if layout.all_singletons else np.bincount(layout.group_of, q) / layout.group_size
+            if multi_g.any():
+                pi = float(np.clip((g_post[multi_g].sum() + 1) / (multi_g.sum() + 2), 1e-4, 1 - 1e-4))
             if layout.unique.any():
                 if np.isnan(none[layout.unique]).any():  # first M-step: no "none" posterior yet
-                    top = np.maximum.reduceat(g_post, layout.query_starts)
-                    none = np.where(layout.unique, 1 - top, np.nan)
-                rho0 = float(np.clip((np.nansum(none[layout.unique]) + 1) / (layout.unique.sum() + 2), 1e-4, 1 - 1e-4))
+                    none = np.where(layout.unique, 1 - np.maximum.reduceat(g_post, layout.query_starts), np.nan)
+                rho0 = float(np.clip((np.nansum(none[layout.unique]) + 1) / (layout.unique.sum() + 2),
+                                     1e-4, 1 - 1e-4))
             # E-step
-            llr = candidate_llr(bins, log_p1 - log_p0)
-            evidence, _ = group_evidence(llr, layout, structure)
-            post, none = group_posteriors(evidence, layout, rho0, pi)
-            new_q = post[layout.group_of]
+            llr = extend(log_p1 - log_p0).ravel()[flat].reshape(n, m)
+            post, none = group_posteriors(group_evidence(llr, layout, weights), layout, rho0, pi)
+            new_q = post if layout.all_singletons else post[layout.group_of]
             change = float(np.max(np.abs(new_q - q))) if n else 0.0
             q = new_q
             if change < tol:
                 converged = True
                 break
         if learn_structure and round_ < rounds:
-            structure = estimate_structure(candidate_llr(bins, log_p1 - log_p0), observed, q, layout)
-    posterior = np.empty(n)
-    posterior[layout.order] = q
-    return FitV2(log_p1, log_p0, rho0, pi, structure, posterior, total_iter, converged, change)
+            llr = extend(log_p1 - log_p0).ravel()[flat].reshape(n, m)
+            structure = estimate_structure(llr, observed, q, layout)
+    return FitV2(log_p1, log_p0, rho0, pi, structure, q, total_iter, converged, change)

@@ -25,19 +25,20 @@ from typing import Any
 import numpy as np
 
 from models.answers import group_answers
-from models.binning import bin_edges, digitize, padded_edges
+from models.binning import Digitizer, bin_edges, digitize, n_bins
 from models.label_model_v2 import (
     FitV2,
     Layout,
     Structure,
+    abstain_index,
     build_layout,
-    candidate_llr,
+    extend,
     fit_v2,
     group_evidence,
     group_posteriors,
+    member_weights,
 )
 from models.normalization import Normalizer, observed_mean
-from models.thresholds import otsu_threshold
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
 
@@ -111,8 +112,9 @@ class WeaverV2Model:
     def __post_init__(self) -> None:
         self._index = {name: j for j, name in enumerate(self.verifier_names)}
         self._version: str | None = None
-        self._edges, self._width = padded_edges(list(self.edges))
+        self._digitizer = Digitizer(list(self.edges))
         self._table = np.where(self.kept[:, None], self.log_p1 - self.log_p0, 0.0)
+        self._table_ext = extend(self._table).ravel()
         self._structure = Structure(self.weight, self.icc, np.zeros((len(self.weight), len(self.weight))))
         self._prior_logit = float(np.log(self.pi / (1 - self.pi)))
 
@@ -175,28 +177,25 @@ class WeaverV2Model:
         reasons, edges, thresholds = [], [], np.full(m, 0.5)
         for j in range(m):
             kind = normalizer.kinds[j]
-            column = normalized[:, j]
-            if np.isfinite(column).any():
-                thresholds[j] = _or(otsu_threshold(column), 0.5)
+            e, otsu = bin_edges(normalized[:, j], config.max_bins)
+            thresholds[j] = _or(otsu, 0.5)
             if kind in ("empty", "constant"):
                 reasons.append("no scores" if kind == "empty" else "constant")
-                edges.append(np.empty(0))
+                e = np.empty(0)
             elif coverage[j] < config.min_coverage:
                 reasons.append(f"coverage {coverage[j]:.3f} < {config.min_coverage}")
-                edges.append(np.empty(0))
+                e = np.empty(0)
             else:
-                e = np.array([thresholds[j]]) if config.max_bins <= 2 else bin_edges(column, config.max_bins)
-                edges.append(e)
-                kept[j] = e.size > 0
-                reasons.append("" if kept[j] else "one distinct value")
-        padded, _ = padded_edges(edges)
-        bins = digitize(normalized, padded, padded.shape[1] + 1)
+                reasons.append("" if e.size else "one distinct value")
+            edges.append(e)
+            kept[j] = e.size > 0
+        bins = digitize(normalized, edges)
         bins[:, ~kept] = -1
-        n_bins = np.array([len(e) + 1 for e in edges])
+        counts = n_bins(edges)
         layout = _layout(bins, matrices, answers, tasks, config)
-        fit = fit_v2(layout, n_bins, learn_structure=config.dependency_guard, smoothing=config.smoothing,
+        fit = fit_v2(layout, counts, learn_structure=config.dependency_guard, smoothing=config.smoothing,
                      tol=config.tol, max_iter=config.max_iter)
-        report = _report(fit, layout, names, normalizer, kept, reasons, n_bins, thresholds, coverage, normalized,
+        report = _report(fit, layout, names, normalizer, kept, reasons, counts, thresholds, coverage, normalized,
                          len(matrices), time.perf_counter() - start)
         return cls(names, normalizer, tuple(edges), kept, fit.log_p1, fit.log_p0, fit.structure.weight,
                    fit.structure.icc, fit.rho0, fit.pi, report, config)
@@ -206,19 +205,17 @@ class WeaverV2Model:
               task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(P(correct), tie-break key) per candidate, for a matrix in this model's column order."""
         normalized = self.normalizer.transform(matrix)
-        bins = digitize(normalized, self._edges, self._width)
-        llr = candidate_llr(bins, self._table)
+        bins = self._digitizer(normalized)
+        llr = self._table_ext[abstain_index(bins, self._table.shape[1])]
         tie = observed_mean(normalized[:, self.kept] if self.kept.any() else normalized, empty=0.5)
         if answers is None or not self.config.answer_groups:
             logit = self._prior_logit + llr @ self.weight
             return 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500))), tie
         unique = self.config.unique_answers and task not in self.config.multi_answer_tasks
         layout = build_layout([bins], [np.array(group_answers(answers))], [unique])
-        evidence, _ = group_evidence(llr[layout.order], layout, self._structure)
+        evidence = group_evidence(llr, layout, member_weights(layout, self._structure))
         post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
-        out = np.empty(len(post[layout.group_of]))
-        out[layout.order] = post[layout.group_of]
-        return out, tie
+        return post[layout.group_of], tie
 
     def posterior(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
                   task: str | None = None) -> np.ndarray:
