@@ -68,6 +68,8 @@ class VerifierReportV2:
     threshold: float  # Otsu cut, for the yes/no accuracy below
     coverage: float
     accuracy: float  # label-free estimate of P(score >= threshold agrees with correctness)
+    tpr: float  # label-free P(score >= threshold | correct)
+    fpr: float  # label-free P(score >= threshold | wrong)
     weight: float  # cross-verifier discount (1 = independent)
     icc: float  # intra-group correlation of the members' evidence
     max_llr: float  # strongest evidence one score can carry (|log-likelihood ratio|)
@@ -308,7 +310,7 @@ def _report(fit: FitV2, layout: Layout, names: tuple[str, ...], normalizer: Norm
             reasons: list[str], n_bins: np.ndarray, thresholds: np.ndarray, coverage: np.ndarray,
             normalized: np.ndarray, n_queries: int, seconds: float) -> FitReportV2:
     q = fit.posterior
-    accuracy = expected_accuracy(normalized, thresholds, q)
+    accuracy, tpr, fpr = expected_rates(normalized, thresholds, q)
     table = np.where(np.arange(fit.log_p1.shape[1])[None, :] < n_bins[:, None], fit.llr_table, 0.0)
     effective = float(fit.structure.weight[kept].sum())
     warnings: list[str] = []
@@ -325,7 +327,9 @@ def _report(fit: FitV2, layout: Layout, names: tuple[str, ...], normalizer: Norm
         VerifierReportV2(
             name=names[j], kept=bool(kept[j]), reason=reasons[j], normalization=normalizer.kinds[j],
             n_bins=int(n_bins[j]) if kept[j] else 0, threshold=float(thresholds[j]), coverage=float(coverage[j]),
-            accuracy=float(accuracy[j]) if kept[j] else float("nan"), weight=float(fit.structure.weight[j]),
+            accuracy=float(accuracy[j]) if kept[j] else float("nan"),
+            tpr=float(tpr[j]) if kept[j] else float("nan"), fpr=float(fpr[j]) if kept[j] else float("nan"),
+            weight=float(fit.structure.weight[j]),
             icc=float(fit.structure.icc[j]), max_llr=float(np.abs(table[j]).max()) if kept[j] else 0.0,
         )
         for j in range(len(names))
@@ -340,14 +344,18 @@ def _report(fit: FitV2, layout: Layout, names: tuple[str, ...], normalizer: Norm
     )
 
 
-def expected_accuracy(normalized: np.ndarray, thresholds: np.ndarray, posterior: np.ndarray) -> np.ndarray:
-    """Per verifier, the posterior-expected share of candidates its yes/no vote gets right."""
+def expected_rates(normalized: np.ndarray, thresholds: np.ndarray,
+                   posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per verifier, posterior-expected accuracy, TPR and FPR of its yes/no vote at ``thresholds``."""
     observed = ~np.isnan(normalized)
     yes = np.where(observed, normalized >= thresholds[None, :], False)
-    q = posterior[:, None]
-    agree = np.where(yes, q, 1 - q) * observed
-    out: np.ndarray = agree.sum(0) / np.maximum(observed.sum(0), 1)
-    return out
+    q = posterior[:, None] * observed
+    r = (1 - posterior)[:, None] * observed
+    n = np.maximum(observed.sum(0), 1)
+    accuracy: np.ndarray = (np.where(yes, q, 0.0).sum(0) + np.where(yes, 0.0, r).sum(0)) / n
+    tpr: np.ndarray = np.where(yes, q, 0.0).sum(0) / np.maximum(q.sum(0), 1e-12)
+    fpr: np.ndarray = np.where(yes, r, 0.0).sum(0) / np.maximum(r.sum(0), 1e-12)
+    return accuracy, tpr, fpr
 
 
 def _finite_or_none(value: Any) -> Any:
