@@ -39,6 +39,7 @@ from models.label_model_v2 import (
     member_weights,
 )
 from models.normalization import Normalizer, observed_mean
+from models.weaver import Explanation
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
 
@@ -136,6 +137,9 @@ class WeaverV2Model:
         return np.array([v.accuracy for v in self.report.verifiers])
 
     def for_task(self, task: str | None) -> WeaverV2Model:
+        """A task's own model when one was swapped in (online refits); else this one."""
+        if task is not None and task in self.by_task:
+            return self.by_task[task]
         return self
 
     def align(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -210,11 +214,11 @@ class WeaverV2Model:
         bins = self._digitizer(normalized)
         llr = self._table_ext[abstain_index(bins, self._table.shape[1])]
         tie = observed_mean(normalized[:, self.kept] if self.kept.any() else normalized, empty=0.5)
-        if answers is None or not self.config.answer_groups:
+        if not _has_answers(answers) or not self.config.answer_groups:
             logit = self._prior_logit + llr @ self.weight
             return 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500))), tie
         unique = self.config.unique_answers and task not in self.config.multi_answer_tasks
-        layout = build_layout([bins], [np.array(group_answers(answers))], [unique])
+        layout = build_layout([bins], [np.array(group_answers(answers or ()))], [unique])
         evidence = group_evidence(llr, layout, member_weights(layout, self._structure))
         post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
         return post[layout.group_of], tie
@@ -222,6 +226,16 @@ class WeaverV2Model:
     def posterior(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
                   task: str | None = None) -> np.ndarray:
         return self.score(matrix, answers, task)[0]
+
+    def explain(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
+                task: str | None = None) -> Explanation:
+        """Normalized scores, yes/no votes at each verifier's Otsu cut (diagnostics only) and the posterior."""
+        normalized = self.normalizer.transform(matrix)
+        thresholds = np.array([v.threshold for v in self.report.verifiers])
+        votes = np.where(np.isnan(normalized), -1, normalized >= thresholds[None, :]).astype(np.int8)
+        posterior = self.score(matrix, answers, task)[0]
+        clipped = np.clip(posterior, 1e-12, 1 - 1e-12)
+        return Explanation(normalized, votes, np.log(clipped / (1 - clipped)), posterior)
 
     # -- artifact -----------------------------------------------------------------------------
     def _params_json(self) -> dict[str, Any]:
@@ -285,20 +299,27 @@ class WeaverV2Model:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
+def _has_answers(answers: Sequence[str | None] | None) -> bool:
+    """Answer groups need at least one extracted answer; with none, candidates are independent."""
+    return answers is not None and any(a is not None for a in answers)
+
+
 def _or(value: float, default: float) -> float:
     return default if not np.isfinite(value) else float(value)
 
 
 def _layout(bins: np.ndarray, matrices: Sequence[np.ndarray], answers: Sequence[Sequence[str | None] | None],
             tasks: Sequence[str | None], config: WeaverV2Config) -> Layout:
-    per_query, groups, unique = [], [], []
+    per_query: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    unique: list[bool] = []
     start = 0
     for matrix, ans, task in zip(matrices, answers, tasks, strict=True):
         n = matrix.shape[0]
         per_query.append(bins[start:start + n])
         start += n
-        if config.answer_groups and ans is not None:
-            groups.append(np.array(group_answers(ans)))
+        if config.answer_groups and _has_answers(ans):
+            groups.append(np.array(group_answers(ans or ()), dtype=np.int64))
             unique.append(config.unique_answers and task not in config.multi_answer_tasks)
         else:
             groups.append(np.arange(n))
