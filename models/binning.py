@@ -52,13 +52,21 @@ class Digitizer:
         self.shift = 2.0 * np.arange(len(edges))
         self.flat = np.concatenate([e + s for e, s in zip(edges, self.shift, strict=True)]) if edges else np.empty(0)
         self.before = np.concatenate([[0], np.cumsum([len(e) for e in edges])[:-1]]).astype(np.int64)
+        self.index = np.arange(len(edges))
 
     def __call__(self, normalized: np.ndarray) -> np.ndarray:
         missing = np.isnan(normalized)
-        shifted = np.where(missing, 0.0, normalized) + self.shift[None, :]
-        bins = (np.searchsorted(self.flat, shifted, side="right") - self.before[None, :]).astype(np.int16)
+        bins = (self.global_bins(normalized, missing) - self.before - self.index).astype(np.int16)
         bins[missing] = -1
         return bins
+
+    def global_bins(self, normalized: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Index of each entry's bin among all verifiers' bins laid end to end (junk where missing)."""
+        shifted = np.where(missing, 0.0, normalized)
+        shifted += self.shift
+        out: np.ndarray = np.searchsorted(self.flat, shifted, side="right")
+        out += self.index
+        return out
 
 
 def n_bins(edges: list[np.ndarray]) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from models.answers import group_answers
 from models.binning import Digitizer, bin_edges, digitize, n_bins
@@ -30,15 +31,13 @@ from models.label_model_v2 import (
     FitV2,
     Layout,
     Structure,
-    abstain_index,
     build_layout,
-    extend,
     fit_v2,
     group_evidence,
     group_posteriors,
     member_weights,
 )
-from models.normalization import Normalizer, observed_mean
+from models.normalization import Normalizer
 from models.weaver import Explanation
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
@@ -117,7 +116,8 @@ class WeaverV2Model:
         self._version: str | None = None
         self._digitizer = Digitizer(list(self.edges))
         self._table = np.where(self.kept[:, None], self.log_p1 - self.log_p0, 0.0)
-        self._table_ext = extend(self._table).ravel()
+        counts = n_bins(list(self.edges))
+        self._flat_table = np.concatenate([self._table[j, :counts[j]] for j in range(len(counts))])
         self._structure = Structure(self.weight, self.icc, np.zeros((len(self.weight), len(self.weight))))
         self._prior_logit = float(np.log(self.pi / (1 - self.pi)))
 
@@ -209,19 +209,23 @@ class WeaverV2Model:
     # -- scoring ------------------------------------------------------------------------------
     def score(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
               task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(P(correct), tie-break key) per candidate, for a matrix in this model's column order."""
+        """(P(correct), tie-break key) per candidate, for a matrix in this model's column order.
+
+        The tie-break key is the candidate's own evidence (its weighted log-likelihood ratio), so the
+        members of one answer group, who share a posterior, are ordered by their own scores.
+        """
         normalized = self.normalizer.transform(matrix)
-        bins = self._digitizer(normalized)
-        llr = self._table_ext[abstain_index(bins, self._table.shape[1])]
-        tie = observed_mean(normalized[:, self.kept] if self.kept.any() else normalized, empty=0.5)
+        missing = np.isnan(normalized)
+        llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
+        own = llr @ self.weight
         if not _has_answers(answers) or not self.config.answer_groups:
-            logit = self._prior_logit + llr @ self.weight
-            return 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500))), tie
+            return expit(self._prior_logit + own), own
         unique = self.config.unique_answers and task not in self.config.multi_answer_tasks
-        layout = build_layout([bins], [np.array(group_answers(answers or ()))], [unique])
+        no_bins = np.empty((matrix.shape[0], 0), dtype=np.int16)  # scoring needs only the group structure
+        layout = build_layout([no_bins], [np.array(group_answers(answers or ()), dtype=np.int64)], [unique])
         evidence = group_evidence(llr, layout, member_weights(layout, self._structure))
         post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
-        return post[layout.group_of], tie
+        return post[layout.group_of], own
 
     def posterior(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
                   task: str | None = None) -> np.ndarray:
