@@ -120,6 +120,7 @@ class WeaverV2Model:
         self._flat_table = np.concatenate([self._table[j, :counts[j]] for j in range(len(counts))])
         self._structure = Structure(self.weight, self.icc, np.zeros((len(self.weight), len(self.weight))))
         self._prior_logit = float(np.log(self.pi / (1 - self.pi)))
+        self._kept_idx = np.flatnonzero(self.kept) if self.kept.any() else np.arange(len(self.kept))
 
     # -- identity / compatibility with version 1 ---------------------------------------------
     @property
@@ -211,21 +212,25 @@ class WeaverV2Model:
               task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(P(correct), tie-break key) per candidate, for a matrix in this model's column order.
 
-        The tie-break key is the candidate's own evidence (its weighted log-likelihood ratio), so the
-        members of one answer group, who share a posterior, are ordered by their own scores.
+        The tie-break key is the mean normalized score over the kept verifiers (v1's key): candidates
+        with equal posteriors (members of one answer group, or equal bins) are ordered by the score
+        detail that binning set aside.
         """
         normalized = self.normalizer.transform(matrix)
         missing = np.isnan(normalized)
         llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
-        own = llr @ self.weight
+        kept = self._kept_idx
+        observed = ~missing[:, kept]
+        count = observed.sum(1)
+        tie = np.where(count > 0, np.where(observed, normalized[:, kept], 0.0).sum(1) / np.maximum(count, 1), 0.5)
         if not _has_answers(answers) or not self.config.answer_groups:
-            return expit(self._prior_logit + own), own
+            return expit(self._prior_logit + llr @ self.weight), tie
         unique = self.config.unique_answers and task not in self.config.multi_answer_tasks
         no_bins = np.empty((matrix.shape[0], 0), dtype=np.int16)  # scoring needs only the group structure
         layout = build_layout([no_bins], [np.array(group_answers(answers or ()), dtype=np.int64)], [unique])
         evidence = group_evidence(llr, layout, member_weights(layout, self._structure))
         post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
-        return post[layout.group_of], own
+        return post[layout.group_of], tie
 
     def posterior(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
                   task: str | None = None) -> np.ndarray:
