@@ -117,12 +117,6 @@ def extend(table: np.ndarray) -> np.ndarray:
     return np.hstack([table, np.zeros((table.shape[0], 1))])
 
 
-def candidate_llr(bins: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N, m) per-verifier log-likelihood ratios; 0 where the verifier abstained."""
-    out: np.ndarray = extend(table).ravel()[abstain_index(bins, table.shape[1])]
-    return out
-
-
 def member_weights(layout: Layout, structure: Structure) -> np.ndarray:
     """(N, m) weight of each candidate's evidence in its group's: cross-verifier x member discount."""
     discount = 1.0 / (1.0 + (layout.group_size[layout.group_of, None] - 1) * structure.icc[None, :])
