@@ -168,3 +168,35 @@ def test_bins_keep_discrete_levels_and_cut_continuous_scores_by_quantile() -> No
     assert 7 <= len(edges) <= 8 and np.isfinite(otsu)
     bins = digitize(np.column_stack([levels[:4], [np.nan, 0.1, 0.5, 0.99]]), [bin_edges(levels, 8)[0], edges])
     assert bins[:, 0].tolist() == [0, 1, 2, 3] and bins[0, 1] == -1 and bins[1, 1] < bins[2, 1] < bins[3, 1]
+
+
+def test_cli_realistic_regime_and_both_label_models(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    data = tmp_path / "simr.jsonl"
+    result = runner.invoke(app, ["simulate", "-o", str(data), "--regime", "realistic", "--queries", "60",
+                                 "--samples", "12", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "simr.jsonl.truth.json").read_text())
+    assert truth["regime"] == "realistic" and len(truth["labels"]) == 60
+    formats = {}
+    for name in ("weaver-v2", "weaver-v1"):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(app, ["fit", str(data), "-o", str(out), "--label-model", name])
+        assert result.exit_code == 0, result.output
+        formats[name] = json.loads(out.read_text())["format"]
+    assert formats == {"weaver-v2": "weaver-label-model/2", "weaver-v1": "weaver-label-model/1"}
+    result = runner.invoke(app, ["fit", str(data), "--label-model", "weaver-v9"])
+    assert result.exit_code == 2 and "unknown label model" in result.output
+    result = runner.invoke(app, ["simulate", "-o", str(data), "--regime", "easy"])
+    assert result.exit_code == 2 and "unknown regime" in result.output
+    result = runner.invoke(app, ["eval", str(data), "--model", str(tmp_path / "weaver-v2.json"), "--json",
+                                 "--resamples", "4", "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["label_model"] == "weaver-v2"
+    assert report["class_balance_low"] <= report["class_balance_estimated"] <= report["class_balance_high"]
+    assert all(r["est_accuracy_low"] <= r["est_accuracy_high"] for r in report["verifier_rows"] if r["kept"])
