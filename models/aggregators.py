@@ -17,6 +17,7 @@ import numpy as np
 from models.answers import group_answers
 from models.normalization import Normalizer, observed_mean
 from models.weaver import WeaverModel
+from models.weaver_v2 import WeaverV2Model
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,21 @@ class Aggregator(ABC):
 
 
 class WeaverAggregator(Aggregator):
-    """P(correct | votes) from a fitted label model (per task when the model has one)."""
+    """P(correct | scores) from a fitted label model, either generation (per task when v1 has one)."""
 
     name = "weaver"
     is_probability = True
 
-    def __init__(self, model: WeaverModel) -> None:
+    def __init__(self, model: WeaverModel | WeaverV2Model) -> None:
         self.model = model
         self.version = model.version
 
     def rank(self, query: QueryScores) -> Ranking:
+        if isinstance(self.model, WeaverV2Model):
+            v2 = self.model
+            posterior, tie = v2.score(v2.align(query.matrix, query.verifier_names), query.answers, query.task)
+            note = "label model v2" + (", answer groups" if query.answers is not None else "")
+            return Ranking(self.name, v2.version, posterior, rank_order(posterior, tie), True, note)
         model = self.model.for_task(query.task)
         matrix = model.align(query.matrix, query.verifier_names)
         posterior, tie = model.score(matrix)

@@ -21,6 +21,8 @@ from models.aggregators import (
     WeaverAggregator,
 )
 from models.answers import group_answers
+from models.estimates import LabelFreeEstimates, label_free_estimates
+from models.label_models import DEFAULT_LABEL_MODEL, LabelModel, fit_named, label_model_name
 from models.metrics import (
     Interval,
     ReliabilityBin,
@@ -31,6 +33,7 @@ from models.metrics import (
     reliability_bins,
 )
 from models.weaver import WeaverConfig, WeaverModel
+from models.weaver_v2 import WeaverV2Model
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class VerifierRow:
     true_fpr: float
     true_accuracy: float
     auroc: float
+    est_accuracy_low: float = float("nan")  # bootstrap interval over queries (label model v2)
+    est_accuracy_high: float = float("nan")
+    identified: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ class EvalReport:
     weaver_iterations: int
     class_balance_estimated: float
     class_balance_true: float
+    label_model: str = DEFAULT_LABEL_MODEL
+    class_balance_low: float = float("nan")
+    class_balance_high: float = float("nan")
+    class_balance_identified: bool | None = None
 
 
 def _labels_matrix(labels: Sequence[np.ndarray]) -> np.ndarray:
@@ -107,16 +117,20 @@ def evaluate(
     labels: Sequence[np.ndarray],
     *,
     config: WeaverConfig | None = None,
-    model: WeaverModel | None = None,
+    model: LabelModel | None = None,
     folds: int = 5,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    label_model: str = DEFAULT_LABEL_MODEL,
+    resamples: int = 20,
 ) -> EvalReport:
     """Evaluate all aggregators. ``labels[q]`` holds 0/1/NaN per candidate of query q.
 
-    Weaver is fitted label-free on all queries (the usual weak-supervision protocol) unless a fitted
-    ``model`` is given; it is also cross-fitted (fit on k-1 folds of queries, scored on the held-out
-    fold) to show how it does on queries it has never seen.
+    Weaver (``label_model``, or the given ``model``'s generation) is fitted label-free on all queries
+    (the usual weak-supervision protocol) unless a fitted ``model`` is given; it is also cross-fitted
+    (fit on k-1 folds of queries, scored on the held-out fold) to show how it does on queries it has
+    never seen. The other generation gets a row too. For v2, ``resamples`` bootstrap refits give
+    intervals on the label-free class balance and verifier accuracies (0: none).
     """
     if len(queries) != len(labels):
         raise ValueError(f"{len(queries)} queries but {len(labels)} label vectors")
@@ -144,12 +158,22 @@ def evaluate(
 
     note("fitting Weaver (label-free)")
     tasks = [q.task for q in queries]
-    fitted = model or WeaverModel.fit([q.matrix for q in queries], names, config,
-                                      tasks=tasks if any(tasks) else None)
+    answers = [q.answers for q in queries]
+    label_model = label_model_name(model) if model is not None else label_model
+
+    def fit(name: str, part: Sequence[QueryScores]) -> LabelModel:
+        if name == "weaver-v1" and config is not None:
+            return WeaverModel.fit([q.matrix for q in part], names, config)
+        part_tasks = [q.task for q in part]
+        return fit_named(name, [q.matrix for q in part], names, [q.answers for q in part], part_tasks,
+                         by_task=any(part_tasks))
+
+    fitted = model or fit(label_model, queries)
     weaver = WeaverAggregator(fitted)
     rankings = [weaver.rank(q) for q in lq]
     add("weaver", [_hit(r, y) for r, y in zip(rankings, ly, strict=True)], False,
-        [r.scores for r in rankings], "label-free; fitted on all queries" if model is None else "given model")
+        [r.scores for r in rankings],
+        f"{label_model}; label-free; fitted on all queries" if model is None else f"{label_model}; given model")
 
     if folds > 1 and len(queries) >= 2 * folds and model is None:
         note(f"cross-fitting Weaver on {folds} folds of queries")
@@ -157,15 +181,22 @@ def evaluate(
         index_of = {qi: pos for pos, qi in enumerate(labelled)}
         for fold in _folds(len(queries), folds, seed):
             held = set(fold.tolist())
-            train = [q.matrix for i, q in enumerate(queries) if i not in held]
-            fold_model = WeaverAggregator(WeaverModel.fit(train, names, config))
+            fold_model = WeaverAggregator(fit(label_model, [q for i, q in enumerate(queries) if i not in held]))
             for i in sorted(held):
                 if i in index_of:
                     r = fold_model.rank(queries[i])
                     hits.append(_hit(r, labels[i]))
                     probs.append(r.scores)
                     prob_labels.append(labels[i])
-        add(f"weaver ({folds}-fold, unseen queries)", hits, False, probs, "label-free; inductive", prob_labels)
+        add(f"weaver ({folds}-fold, unseen queries)", hits, False, probs, f"{label_model}; label-free; inductive",
+            prob_labels)
+
+    if model is None:
+        other = "weaver-v1" if label_model == "weaver-v2" else "weaver-v2"
+        other_agg = WeaverAggregator(fit(other, queries))
+        ranked = [other_agg.rank(q) for q in lq]
+        add(other, [_hit(r, y) for r, y in zip(ranked, ly, strict=True)], False, [r.scores for r in ranked],
+            "label-free; the other label model, for comparison")
 
     add("first", [float(y[0] == 1) for y in ly], False)
     add("random (expected)", [float(np.nanmean(y == 1)) for y in ly], False)
@@ -198,8 +229,14 @@ def evaluate(
             add(f"supervised LR ({folds}-fold by query)", hits, True, probs, "uses labels", prob_labels)
         add("oracle (any correct)", [float(np.nanmax(y) == 1) for y in ly], True)
 
-    verifier_rows = _verifier_rows(fitted, queries, labels)
+    estimates: LabelFreeEstimates | None = None
+    if isinstance(fitted, WeaverV2Model) and resamples > 0 and len(queries) >= 2:
+        note(f"bootstrapping label-free estimates ({resamples} refits)")
+        estimates = label_free_estimates([q.matrix for q in queries], names, answers, tasks, fitted.config,
+                                         model=fitted, n_resamples=resamples, seed=seed)
+    verifier_rows = _verifier_rows(fitted, queries, labels, estimates)
     all_labels = _labels_matrix(ly)
+    cb = estimates.class_balance if estimates is not None else None
     return EvalReport(
         n_queries=len(queries),
         n_candidates=int(sum(q.n_candidates for q in queries)),
@@ -208,19 +245,30 @@ def evaluate(
         rows=tuple(rows),
         verifier_rows=verifier_rows,
         weaver_version=fitted.version,
-        weaver_warnings=fitted.report.warnings,
+        weaver_warnings=fitted.report.warnings + (estimates.warnings[len(fitted.report.warnings):]
+                                                  if estimates is not None else ()),
         weaver_converged=fitted.report.converged,
         weaver_iterations=fitted.report.iterations,
         class_balance_estimated=fitted.class_balance,
         class_balance_true=float(np.nanmean(all_labels)) if all_labels.size else float("nan"),
+        label_model=label_model,
+        class_balance_low=cb.interval.low if cb else float("nan"),
+        class_balance_high=cb.interval.high if cb else float("nan"),
+        class_balance_identified=cb.identified if cb else None,
     )
 
 
-def _verifier_rows(model: WeaverModel, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]
-                   ) -> tuple[VerifierRow, ...]:
+def _verifier_rows(model: LabelModel, queries: Sequence[QueryScores], labels: Sequence[np.ndarray],
+                   estimates: LabelFreeEstimates | None = None) -> tuple[VerifierRow, ...]:
     matrix = model.align(np.vstack([q.matrix for q in queries]), queries[0].verifier_names)
     y = _labels_matrix(labels)
-    votes = model.explain(matrix).votes
+    if isinstance(model, WeaverV2Model):
+        normalized = model.normalizer.transform(matrix)
+        thresholds = np.array([r.threshold for r in model.report.verifiers])
+        votes = np.where(np.isnan(normalized), -1, (normalized >= thresholds[None, :]).astype(int))
+    else:
+        votes = model.explain(matrix).votes
+    intervals = {e.name: e for e in estimates.accuracies} if estimates is not None else {}
     rows = []
     for j, name in enumerate(model.verifier_names):
         rep = model.report.verifiers[j]
@@ -230,10 +278,14 @@ def _verifier_rows(model: WeaverModel, queries: Sequence[QueryScores], labels: S
         true_tpr = float((v[pos] == 1).mean()) if pos.any() else float("nan")
         true_fpr = float((v[neg] == 1).mean()) if neg.any() else float("nan")
         true_acc = float((v[obs] == y[obs]).mean()) if obs.any() else float("nan")
+        est = intervals.get(name)
         rows.append(VerifierRow(
             name=name, kept=rep.kept, reason=rep.reason, normalization=rep.normalization,
-            threshold=rep.threshold, positive_rate=rep.positive_rate, est_tpr=rep.tpr, est_fpr=rep.fpr,
-            est_accuracy=rep.accuracy, true_tpr=true_tpr, true_fpr=true_fpr, true_accuracy=true_acc,
-            auroc=auroc(matrix[:, j], y),
+            threshold=rep.threshold, positive_rate=float((v[v >= 0] == 1).mean()) if (v >= 0).any() else float("nan"),
+            est_tpr=rep.tpr, est_fpr=rep.fpr, est_accuracy=rep.accuracy, true_tpr=true_tpr, true_fpr=true_fpr,
+            true_accuracy=true_acc, auroc=auroc(matrix[:, j], y),
+            est_accuracy_low=est.interval.low if est else float("nan"),
+            est_accuracy_high=est.interval.high if est else float("nan"),
+            identified=est.identified if est else None,
         ))
     return tuple(rows)

@@ -22,6 +22,11 @@ def otsu_threshold(values: np.ndarray) -> float:
     if finite.size == 0:
         return float("nan")
     unique, counts = np.unique(finite, return_counts=True)
+    return otsu_from_counts(unique, counts)
+
+
+def otsu_from_counts(unique: np.ndarray, counts: np.ndarray) -> float:
+    """Otsu's cut from sorted distinct values and their counts (NaN with fewer than 2 values)."""
     if unique.size < 2:
         return float("nan")
     weights = counts / counts.sum()

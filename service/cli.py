@@ -97,19 +97,38 @@ def _fmt(value: float | None, pct: bool = False) -> str:
 @app.command()
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="Candidate-set JSON Lines to write")],
+    regime: Annotated[str, typer.Option(
+        help="independent: conditionally independent binary verifiers, no answers (the paper's regime); "
+             "realistic: per-query difficulty, recurring wrong answers, drifting, correlated, adversarial and "
+             "no-signal verifiers with continuous scores")] = "independent",
     queries: Annotated[int, typer.Option(help="Number of queries")] = 500,
-    samples: Annotated[int, typer.Option(help="Candidates per query")] = 100,
-    verifiers: Annotated[int, typer.Option(help="Conditionally independent verifiers")] = 30,
+    samples: Annotated[int | None, typer.Option(help="Candidates per query (default 100; realistic: 32)")] = None,
+    verifiers: Annotated[int, typer.Option(help="Conditionally independent verifiers (independent regime)")] = 30,
     seed: int = 0,
 ) -> None:
-    """Write a synthetic candidate-set file with known verifier rates (truth beside it)."""
+    """Write a synthetic candidate-set file with known truth beside it (``<output>.truth.json``)."""
+    if regime == "realistic":
+        from models.simulate_realistic import RealisticConfig, simulate_realistic, write_realistic
+
+        real = simulate_realistic(RealisticConfig(n_queries=queries, n_samples=samples or 32, seed=seed))
+        truth = write_realistic(real, output)
+        typer.echo(f"wrote {queries} queries x {samples or 32} candidates x {len(real.verifier_names)} verifiers "
+                   f"(realistic regime) to {output}")
+        typer.echo(f"truth (labels, latent parameters, class balance, oracle-informed accuracy "
+                   f"{real.oracle_informed_accuracy():.3f}, any-correct {real.any_correct():.3f}) in {truth}")
+        return
+    if regime != "independent":
+        _fail(f"unknown regime {regime!r}; choose independent or realistic")
     from models.simulate import simulate as run
     from models.simulate import write_simulation
 
-    sim = run(queries, samples, verifiers, seed=seed)
+    sim = run(queries, samples or 100, verifiers, seed=seed)
     truth = write_simulation(sim, output)
-    typer.echo(f"wrote {queries} queries x {samples} candidates x {verifiers} verifiers to {output}")
+    typer.echo(f"wrote {queries} queries x {samples or 100} candidates x {verifiers} verifiers to {output}")
     typer.echo(f"truth (rates, class balance, Bayes-optimal accuracy {sim.bayes_optimal_accuracy():.3f}) in {truth}")
+
+
+LABEL_MODEL_HELP = "weaver-v2 (default: binned scores, answer groups, dependency guard) or weaver-v1 (binary votes)"
 
 
 @app.command()
@@ -119,24 +138,31 @@ def fit(
     by_task: Annotated[bool, typer.Option("--by-task", help="Also fit one model per `task` key")] = False,
     verifiers: Annotated[str | None, typer.Option(help="Compute these verifiers instead of reading scores")] = None,
     cache: Annotated[Path | None, typer.Option(help="Score cache file for computed verifiers")] = None,
+    label_model: Annotated[str, typer.Option(help=LABEL_MODEL_HELP)] = "weaver-v2",
 ) -> None:
     """Fit the Weaver label model on score files. No labels are read."""
-    from models.weaver import WeaverModel
+    from models.label_models import LABEL_MODEL_NAMES, fit_named
 
+    if label_model not in LABEL_MODEL_NAMES:
+        _fail(f"unknown label model {label_model!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
     sets = _load_sets(file)
     queries, source = build_queries(sets, verifiers, cache)
-    tasks = [q.task for q in queries] if by_task else None
-    model = WeaverModel.fit([q.matrix for q in queries], queries[0].verifier_names, tasks=tasks)
+    tasks = [q.task for q in queries]
+    model = fit_named(label_model, [q.matrix for q in queries], queries[0].verifier_names,
+                      [q.answers for q in queries], tasks, by_task=by_task)
     model.save(output)
     rep = model.report
     typer.echo(f"scores: {source}")
-    typer.echo(f"fitted {rep.n_kept}/{rep.n_verifiers} verifiers on {rep.n_queries} queries "
+    typer.echo(f"{label_model}: fitted {rep.n_kept}/{rep.n_verifiers} verifiers on {rep.n_queries} queries "
                f"({rep.n_candidates} candidates): class balance {rep.class_balance:.3f}, "
                f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
                f"{rep.fit_seconds:.3f} s")
     for warning in rep.warnings:
         typer.echo(f"warning: {warning}")
     typer.echo(f"wrote {output} (version {model.version}, {len(model.by_task)} task models)")
+    if by_task and label_model == "weaver-v2":
+        typer.echo("note: --by-task fits per-task models for weaver-v1 only; weaver-v2 reads each query's task "
+                   "to decide whether its answers are unique")
 
 
 @app.command(name="eval")
@@ -150,14 +176,18 @@ def evaluate_cmd(
     folds: Annotated[int, typer.Option(help="Folds for cross-fitted Weaver and supervised LR")] = 5,
     plot: Annotated[Path | None, typer.Option(
         help="Write reliability.png, accuracy.png and verifiers.png into this directory")] = None,
+    label_model: Annotated[str, typer.Option(help=LABEL_MODEL_HELP)] = "weaver-v2",
+    resamples: Annotated[int, typer.Option(help="Bootstrap refits for the label-free estimates' intervals")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
     """Selection accuracy of every aggregator, with bootstrap 95% intervals over queries."""
     from rich.console import Console
 
+    from models import label_models
     from models.evaluate import evaluate
-    from models.weaver import WeaverModel
 
+    if label_model not in label_models.LABEL_MODEL_NAMES:
+        _fail(f"unknown label model {label_model!r}; choose one of {', '.join(label_models.LABEL_MODEL_NAMES)}")
     console = Console(stderr=True)
     sets = _load_sets(file)
     if cache is None and verifiers not in (None, "answer_agreement"):
@@ -167,9 +197,10 @@ def evaluate_cmd(
     with console.status("scoring candidates..."):
         queries, source = build_queries(sets, verifiers, cache)
     labels = [cs.labels if cs.labels is not None else _nan_labels(len(cs.candidates)) for cs in sets]
-    fitted = WeaverModel.load(model) if model else None
+    fitted = label_models.load(model) if model else None
     with console.status("evaluating...") as status:
-        report = evaluate(queries, labels, model=fitted, folds=folds, progress=lambda m: status.update(m))
+        report = evaluate(queries, labels, model=fitted, folds=folds, progress=lambda m: status.update(m),
+                          label_model=label_model, resamples=resamples)
     written: list[Path] = []
     if plot is not None:
         from models.eval_plots import write_eval_plots
@@ -202,15 +233,27 @@ def print_eval_report(report: Any, headline: str) -> None:
     out.print(fitted_table("Selection accuracy (%) with bootstrap 95% CI over queries",
                            ["aggregator", "labels", "accuracy", "95% CI", "AUROC", "ECE", "note"], rows,
                            left=("aggregator", "labels", "note")))
-    vrows = [[r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.threshold), _fmt(r.positive_rate),
-              f"{_fmt(r.est_accuracy)}/{_fmt(r.true_accuracy)}", f"{_fmt(r.est_tpr)}/{_fmt(r.true_tpr)}",
-              f"{_fmt(r.est_fpr)}/{_fmt(r.true_fpr)}", _fmt(r.auroc)] for r in report.verifier_rows]
-    out.print(fitted_table(
-        f"Verifiers: Weaver estimates (no labels) vs truth (labels); model {report.weaver_version}, "
-        f"{'converged' if report.weaver_converged else 'NOT converged'} in {report.weaver_iterations} iterations; "
-        f"class balance est. {report.class_balance_estimated:.3f} / true {report.class_balance_true:.3f}",
-        ["verifier", "kept", "thr", "pos rate", "acc est/true", "TPR est/true", "FPR est/true", "AUROC"], vrows,
-        left=("verifier", "kept")))
+    accuracy_rows, rate_rows = [], []
+    for r in report.verifier_rows:
+        span = "-" if math.isnan(r.est_accuracy_low) else f"{_fmt(r.est_accuracy_low)}-{_fmt(r.est_accuracy_high)}"
+        if r.identified is False:
+            span += "*"
+        accuracy_rows.append([r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.est_accuracy), span,
+                              _fmt(r.true_accuracy), _fmt(r.auroc)])
+        rate_rows.append([r.name, _fmt(r.threshold), _fmt(r.positive_rate), f"{_fmt(r.est_tpr)}/{_fmt(r.true_tpr)}",
+                          f"{_fmt(r.est_fpr)}/{_fmt(r.true_fpr)}"])
+    interval = (f" [{report.class_balance_low:.3f}, {report.class_balance_high:.3f}]"
+                if not math.isnan(report.class_balance_low) else "")
+    out.print(f"Verifiers: {report.label_model} estimates (no labels) vs truth (labels); model "
+              f"{report.weaver_version}, {'converged' if report.weaver_converged else 'NOT converged'} in "
+              f"{report.weaver_iterations} iterations; class balance est. {report.class_balance_estimated:.3f}"
+              f"{interval} / true {report.class_balance_true:.3f}")
+    out.print(fitted_table("", ["verifier", "kept", "est acc", "95% interval", "true acc", "AUROC"], accuracy_rows,
+                           left=("verifier", "kept")))
+    out.print(fitted_table("", ["verifier", "threshold", "pos rate", "TPR est/true", "FPR est/true"], rate_rows,
+                           left=("verifier",)))
+    if any(r.identified is False for r in report.verifier_rows):
+        out.print("* not identified by these data: the interval is wide or too few verifiers are independent")
     for warning in report.weaver_warnings:
         out.print(f"[yellow]warning:[/] {warning}")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models import label_models
 from models.aggregators import (
     FirstAggregator,
     MajorityVoteAggregator,
@@ -29,8 +30,8 @@ from models.aggregators import (
     WeaverAggregator,
 )
 from models.answers import extract_answer
+from models.label_models import LabelModel
 from models.normalization import Normalizer
-from models.weaver import WeaverModel
 from workers.batching import Outcome, VerifierBatcher
 from workers.cache import ScoreCache, build_cache
 from workers.config import WorkerConfig
@@ -88,7 +89,7 @@ class Worker:
         self._errors: dict[str, str] = {}
         self._cache: ScoreCache | None = None
         self._generator: Any = None
-        self._weaver: WeaverModel | None = None
+        self._weaver: LabelModel | None = None
         self._cold_start: str = config.aggregation.cold_start
         self._extra_aggregators: dict[str, RankFunction] = {}
         self._plans: dict[str, ScoringPlan] = {}
@@ -125,7 +126,7 @@ class Worker:
         path = self.config.aggregation.weaver_model
         if path:
             try:
-                self._weaver = await asyncio.to_thread(WeaverModel.load, Path(path))
+                self._weaver = await asyncio.to_thread(label_models.load, Path(path))
             except Exception as exc:  # noqa: BLE001
                 self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
         if self.config.generation is not None:
@@ -205,7 +206,7 @@ class Worker:
         return {name: list(members) for name, members in self.config.profiles.items()}
 
     # -- aggregation hooks ---------------------------------------------------------------------
-    def set_weaver_model(self, model: WeaverModel, task: str | None = None) -> None:
+    def set_weaver_model(self, model: LabelModel, task: str | None = None) -> None:
         """Atomically swap the label model (online refits). With ``task``, replace that task's model only."""
         if task is None or self._weaver is None:
             self._weaver = model
@@ -225,7 +226,7 @@ class Worker:
             self._plans[name] = plan
 
     @property
-    def weaver_model(self) -> WeaverModel | None:
+    def weaver_model(self) -> LabelModel | None:
         return self._weaver
 
     def set_cold_start(self, name: str) -> None:
@@ -351,7 +352,7 @@ class Worker:
             error = errors[0] if len(errors) == 1 else f"{errors[0]} ({len(errors)} items failed)"
         return _Column(name, values, time.perf_counter() - t, error, notes)
 
-    def _rank(self, job: Job, query: QueryScores) -> tuple[Ranking, str, WeaverModel | None]:
+    def _rank(self, job: Job, query: QueryScores) -> tuple[Ranking, str, LabelModel | None]:
         """(ranking, note, the Weaver model used or None)."""
         name = job.aggregator
         if name in self._extra_aggregators:
@@ -404,7 +405,7 @@ class Worker:
             aggregator_note=note, verifier_names=list(names), generation=given.generation,
             scores=[[_finite(v) for v in row] for row in matrix], diagnostics=diagnostics)
 
-    def _diagnostics(self, columns: list[_Column], matrix: np.ndarray, names: list[str], model: WeaverModel | None,
+    def _diagnostics(self, columns: list[_Column], matrix: np.ndarray, names: list[str], model: LabelModel | None,
                      aggregator: str) -> list[VerifierDiagnostics]:
         if model is not None:
             explanation = model.explain(model.align(matrix, names))

@@ -61,9 +61,10 @@ def test_eval_plot_writes_three_nontrivial_pngs(simulated: Path, tmp_path: Path)
         assert height >= 300 and width >= 500, (name, image.shape)
         ink = (image[..., :3].mean(axis=2) < 0.9).mean()  # share of non-white pixels: axes, text, markers
         assert 0.01 < ink < 0.5, (name, ink)
-    # three probabilistic aggregators (weaver, its cross-fit, supervised LR): a 3-panel reliability figure
+    # one panel per probabilistic aggregator (weaver, its cross-fit, the other label model, supervised LR),
+    # laid out in a row or a grid: wider than tall either way
     reliability = _image(out / "reliability.png")
-    assert reliability.shape[1] > 2 * reliability.shape[0]
+    assert reliability.shape[1] > reliability.shape[0]
 
 
 def test_eval_json_carries_the_bins_and_plot_paths(simulated: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def test_simulate_fit_eval(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     rows = {row["name"]: row for row in report["rows"]}
-    assert rows["weaver"]["note"] == "given model"
+    assert rows["weaver"]["note"] == "weaver-v2; given model"  # `weaver fit` writes the default label model
     assert report["weaver_version"] == artifact["version"]
     # the label model recovers the rates it was never shown (here: as measured against the labels)
     for row in report["verifier_rows"]:

@@ -1,0 +1,230 @@
+"""Label model ablation: each ingredient of version 2 switched off, on the realistic simulator and the dev set.
+
+    python bench/label_model_ablation.py [--seeds 0,1,2] [--queries 300] [--samples 32]
+        [--dev-scores .cache/scores-dev-cpu-default.jsonl]
+
+Simulator: per seed, ``queries`` label-free queries (the aggregators fit on them without labels) and
+10x as many labelled queries from the same simulated world for the supervised logistic regression.
+Dev set: the GSM8K dev file scored by the ``cpu-default`` verifiers (from the score cache that
+``weaver eval --verifiers cpu-default --cache ...`` writes; skipped when absent); supervised LR is
+cross-fitted on 5 folds of queries there.
+
+Prints one table per data source: selection accuracy with a bootstrap 95% interval over queries,
+expected calibration error of the posterior, and the label-free class balance against the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.aggregators import (  # noqa: E402
+    BestSingleVerifierAggregator,
+    MeanAggregator,
+    QueryScores,
+    SupervisedAggregator,
+    WeaverAggregator,
+    rank_order,
+)
+from models.evaluate import majority_expected_hit  # noqa: E402
+from models.metrics import bootstrap_mean, expected_calibration_error  # noqa: E402
+from models.simulate_realistic import RealisticConfig, simulate_realistic  # noqa: E402
+from models.weaver import WeaverModel  # noqa: E402
+from models.weaver_v2 import WeaverV2Config, WeaverV2Model  # noqa: E402
+
+V2_VARIANTS: dict[str, WeaverV2Config] = {
+    "v2 default (bins + groups + one right + guard)": WeaverV2Config(),
+    "v2 - bins (one Otsu cut per verifier)": WeaverV2Config(max_bins=2),
+    "v2 - answer groups (candidates independent)": WeaverV2Config(answer_groups=False),
+    "v2 - at most one right group": WeaverV2Config(unique_answers=False),
+    "v2 - dependency guard": WeaverV2Config(dependency_guard=False),
+}
+
+
+@dataclass
+class Row:
+    name: str
+    labels: str
+    hits: list[float]
+    probs: list[np.ndarray] | None = None
+    y: list[np.ndarray] | None = None
+    balance: float | None = None
+
+
+def v2_scores(model: WeaverV2Model, q: QueryScores) -> tuple[np.ndarray, int]:
+    p, tie = model.score(model.align(q.matrix, q.verifier_names), q.answers, q.task)
+    return p, int(rank_order(p, tie)[0])
+
+
+def hit(y: np.ndarray, i: int) -> float:
+    return float(y[i] == 1)
+
+
+def label_free_rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray], folds: int, seed: int) -> list[Row]:
+    """Every v2 variant and v1 fitted without labels on all queries; v2 default also cross-fitted by query."""
+    names = queries[0].verifier_names
+    mats = [q.matrix for q in queries]
+    answers = [q.answers for q in queries]
+    rows = []
+    for label, config in V2_VARIANTS.items():
+        model = WeaverV2Model.fit(mats, names, answers, [q.task for q in queries], config)
+        scored = [v2_scores(model, q) for q in queries]
+        rows.append(Row(label, "no", [hit(y, i) for (_, i), y in zip(scored, labels, strict=True)],
+                        [p for p, _ in scored], list(labels), model.report.class_balance))
+        if config == WeaverV2Config() and folds > 1:
+            hits, probs, ys = [], [], []
+            order = np.random.default_rng(seed).permutation(len(queries))
+            for k in range(folds):
+                held = set(order[k::folds].tolist())
+                train = [i for i in range(len(queries)) if i not in held]
+                fold = WeaverV2Model.fit([mats[i] for i in train], names, [answers[i] for i in train],
+                                         config=config)
+                for i in sorted(held):
+                    p, top = v2_scores(fold, queries[i])
+                    hits.append(hit(labels[i], top))
+                    probs.append(p)
+                    ys.append(labels[i])
+            rows.append(Row(f"v2 default, {folds}-fold (unseen queries)", "no", hits, probs, ys))
+    v1 = WeaverModel.fit(mats, names)
+    agg = WeaverAggregator(v1)
+    ranked = [agg.rank(q) for q in queries]
+    rows.append(Row("v1 (binary votes, independent candidates)", "no",
+                    [hit(y, r.selected) for r, y in zip(ranked, labels, strict=True)],
+                    [r.scores for r in ranked], list(labels), v1.class_balance))
+    mean = MeanAggregator.fit(queries)
+    rows.append(Row("mean of normalized scores", "no", [hit(y, mean.rank(q).selected) for q, y in
+                                                         zip(queries, labels, strict=True)]))
+    rows.append(Row("majority vote (ties expected)", "no", [majority_expected_hit(q.answers or (), y) for q, y in
+                                                             zip(queries, labels, strict=True)]))
+    best = BestSingleVerifierAggregator.fit(queries, labels)
+    rows.append(Row(f"best single verifier ({best.verifier}, hindsight)", "yes",
+                    [hit(y, best.rank(q).selected) for q, y in zip(queries, labels, strict=True)]))
+    return rows
+
+
+def supervised_row(name: str, train: Sequence[QueryScores], train_y: Sequence[np.ndarray],
+                   test: Sequence[QueryScores], test_y: Sequence[np.ndarray]) -> Row:
+    sup = SupervisedAggregator.fit(train, train_y)
+    ranked = [sup.rank(q) for q in test]
+    return Row(name, "yes", [hit(y, r.selected) for r, y in zip(ranked, test_y, strict=True)],
+               [r.scores for r in ranked], list(test_y))
+
+
+def cross_fitted_supervised(queries: Sequence[QueryScores], labels: Sequence[np.ndarray], folds: int,
+                            seed: int) -> Row:
+    order = np.random.default_rng(seed).permutation(len(queries))
+    hits: list[float] = []
+    probs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for k in range(folds):
+        held = order[k::folds]
+        held_set = set(held.tolist())
+        train = [i for i in range(len(queries)) if i not in held_set]
+        row = supervised_row("", [queries[i] for i in train], [labels[i] for i in train],
+                             [queries[i] for i in sorted(held_set)], [labels[i] for i in sorted(held_set)])
+        hits += row.hits
+        probs += row.probs or []
+        ys += row.y or []
+    return Row(f"supervised LR ({folds}-fold by query)", "yes", hits, probs, ys)
+
+
+def sim_queries(sim_sets: Sequence, names: tuple[str, ...], answers: Sequence) -> list[QueryScores]:
+    return [QueryScores(cs.score_matrix(names), names, a) for cs, a in zip(sim_sets, answers, strict=True)]
+
+
+def simulator_rows(seeds: Sequence[int], n_queries: int, n_samples: int) -> tuple[list[Row], float]:
+    """Rows pooled over seeds (hits and probabilities concatenated); also the true class balance."""
+    pooled: dict[str, Row] = {}
+    truth = []
+    for seed in seeds:
+        sim = simulate_realistic(RealisticConfig(n_queries=11 * n_queries, n_samples=n_samples, seed=seed))
+        queries = sim_queries(sim.sets, sim.verifier_names, sim.answers)
+        test, test_y = queries[:n_queries], sim.labels[:n_queries]
+        truth.append(np.concatenate(test_y))
+        rows = label_free_rows(test, test_y, folds=5, seed=seed)
+        rows.append(supervised_row(f"supervised LR ({10 * n_queries} labelled queries)", queries[n_queries:],
+                                   sim.labels[n_queries:], test, test_y))
+        oracle = [float(y[int(np.argmax(s))]) for s, y in zip(sim.oracle_llr[:n_queries], test_y, strict=True)]
+        rows.append(Row("oracle-informed rule (true parameters)", "truth", oracle))
+        rows.append(Row("any candidate correct (ceiling)", "yes", [float(y.max()) for y in test_y]))
+        for row in rows:
+            if row.name not in pooled:
+                pooled[row.name] = replace(row, hits=[], probs=[] if row.probs is not None else None,
+                                           y=[] if row.y is not None else None,
+                                           balance=[] if row.balance is not None else None)  # type: ignore[arg-type]
+            target = pooled[row.name]
+            target.hits += row.hits
+            if row.probs is not None and target.probs is not None and target.y is not None and row.y is not None:
+                target.probs += row.probs
+                target.y += row.y
+            if row.balance is not None:
+                target.balance.append(row.balance)  # type: ignore[union-attr]
+    for row in pooled.values():
+        if row.balance is not None:
+            row.balance = float(np.mean(row.balance))  # type: ignore[arg-type]
+    return list(pooled.values()), float(np.mean(np.concatenate(truth)))
+
+
+def dev_rows(path: Path, data: Path, verifiers: str) -> tuple[list[Row], float, str]:
+    from models.answers import extract_answer
+    from models.data import load_candidate_sets
+    from workers.offline import score_candidate_sets
+
+    sets = load_candidate_sets(data)
+    names, matrices = score_candidate_sets(sets, verifiers, cache_path=path, progress=False)
+    queries = [QueryScores(m, tuple(names), tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
+               for m, cs in zip(matrices, sets, strict=True)]
+    labels = [cs.labels for cs in sets]
+    rows = label_free_rows(queries, labels, folds=5, seed=0)
+    rows.append(cross_fitted_supervised(queries, labels, 5, 0))
+    rows.append(Row("any candidate correct (ceiling)", "yes", [float(np.nanmax(y)) for y in labels]))
+    return rows, float(np.nanmean(np.concatenate(labels))), ", ".join(names)
+
+
+def print_table(title: str, rows: list[Row], true_balance: float, out: Callable[[str], None] = print) -> None:
+    out(f"\n{title}")
+    out(f"| {'aggregator':<52} | labels | accuracy % | 95% CI      | ECE   | class balance (true {true_balance:.3f}) |")
+    out(f"|{'-' * 54}|--------|------------|-------------|-------|{'-' * 30}|")
+    for row in rows:
+        ci = bootstrap_mean(np.array(row.hits), seed=0)
+        ece = "-"
+        if row.probs:
+            ece = f"{expected_calibration_error(np.concatenate(row.probs), np.concatenate(row.y or [])):.3f}"
+        balance = f"{row.balance:.3f}" if isinstance(row.balance, float) else "-"
+        out(f"| {row.name:<52} | {row.labels:<6} | {100 * ci.mean:10.1f} | {100 * ci.low:4.1f}-{100 * ci.high:4.1f}"
+            f"   | {ece:<5} | {balance:<28} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--dev-scores", type=Path, default=Path(".cache/scores-dev-cpu-default.jsonl"))
+    parser.add_argument("--dev-verifiers", default="cpu-default",
+                        help="a workers profile or comma-separated verifier names (scored into --dev-scores)")
+    parser.add_argument("--data", type=Path, default=None)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if seeds:
+        rows, balance = simulator_rows(seeds, args.queries, args.samples)
+        print_table(f"Realistic simulator: seeds {seeds}, {args.queries} queries x {args.samples} candidates each "
+                    f"(intervals over the {len(seeds) * args.queries} pooled queries)", rows, balance)
+    data = args.data or Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
+    if args.dev_scores.exists() and data.exists():
+        rows, balance, names = dev_rows(args.dev_scores, data, args.dev_verifiers)
+        print_table(f"Dev set {data.name} ({len(rows[0].hits)} queries), verifiers: {names}", rows, balance)
+    else:
+        print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
+
+
+if __name__ == "__main__":
+    main()

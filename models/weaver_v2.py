@@ -1,0 +1,401 @@
+"""Weaver label model, version 2: normalize -> bin -> answer groups -> EM with learned dependencies.
+
+Differences from version 1 (``models.weaver``, binary Dawid-Skene), each switchable for ablation:
+
+* ``max_bins``: several ordered bins per verifier instead of one Otsu yes/no cut (2 = v1's binarization);
+* ``answer_groups``: candidates with equivalent final answers share one latent label; with
+  ``unique_answers`` at most one group per query is right (tasks in ``multi_answer_tasks`` excepted);
+* ``dependency_guard``: intra-group and cross-verifier correlations learned from the fit discount
+  double-counted evidence (see ``models.label_model_v2``).
+
+Still label-free and inductive: fitted once on a pool of queries, persisted as a versioned JSON
+artifact, and a single new query is scored without the fit data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from models.answers import group_answers
+from models.binning import Digitizer, bin_edges, digitize, n_bins
+from models.label_model_v2 import (
+    FitV2,
+    Layout,
+    Structure,
+    build_layout,
+    fit_v2,
+    group_evidence,
+    group_posteriors,
+    member_weights,
+)
+from models.normalization import Normalizer
+from models.weaver import Explanation
+
+ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
+
+
+@dataclass(frozen=True)
+class WeaverV2Config:
+    """Fit options; every default is a label-free rule, none is tuned on a dataset."""
+
+    max_bins: int = 8
+    answer_groups: bool = True
+    unique_answers: bool = True
+    dependency_guard: bool = True
+    multi_answer_tasks: tuple[str, ...] = ("code",)
+    min_coverage: float = 0.05
+    smoothing: float = 0.5
+    tol: float = 1e-4
+    max_iter: int = 300
+
+
+@dataclass(frozen=True)
+class VerifierReportV2:
+    name: str
+    kept: bool
+    reason: str
+    normalization: str
+    n_bins: int
+    threshold: float  # Otsu cut, for the yes/no accuracy below
+    coverage: float
+    accuracy: float  # label-free estimate of P(score >= threshold agrees with correctness)
+    tpr: float  # label-free P(score >= threshold | correct)
+    fpr: float  # label-free P(score >= threshold | wrong)
+    weight: float  # cross-verifier discount (1 = independent)
+    icc: float  # intra-group correlation of the members' evidence
+    max_llr: float  # strongest evidence one score can carry (|log-likelihood ratio|)
+
+
+@dataclass(frozen=True)
+class FitReportV2:
+    n_queries: int
+    n_candidates: int
+    n_verifiers: int
+    n_kept: int
+    class_balance: float
+    none_right: float  # P(no answer group right) on single-answer queries
+    iterations: int
+    converged: bool
+    last_change: float
+    effective_verifiers: float
+    identifiable: bool
+    fit_seconds: float
+    warnings: tuple[str, ...]
+    verifiers: tuple[VerifierReportV2, ...]
+
+
+@dataclass
+class WeaverV2Model:
+    verifier_names: tuple[str, ...]
+    normalizer: Normalizer
+    edges: tuple[np.ndarray, ...]
+    kept: np.ndarray
+    log_p1: np.ndarray
+    log_p0: np.ndarray
+    weight: np.ndarray
+    icc: np.ndarray
+    rho0: float
+    pi: float
+    report: FitReportV2
+    config: WeaverV2Config = field(default_factory=WeaverV2Config)
+    created_at: float = field(default_factory=time.time)
+    task: str | None = None
+    by_task: dict[str, WeaverV2Model] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._index = {name: j for j, name in enumerate(self.verifier_names)}
+        self._version: str | None = None
+        self._digitizer = Digitizer(list(self.edges))
+        self._table = np.where(self.kept[:, None], self.log_p1 - self.log_p0, 0.0)
+        counts = n_bins(list(self.edges))
+        self._flat_table = np.concatenate([self._table[j, :counts[j]] for j in range(len(counts))])
+        self._structure = Structure(self.weight, self.icc, np.zeros((len(self.weight), len(self.weight))))
+        self._prior_logit = float(np.log(self.pi / (1 - self.pi)))
+        self._kept_idx = np.flatnonzero(self.kept) if self.kept.any() else np.arange(len(self.kept))
+
+    # -- identity / compatibility with version 1 ---------------------------------------------
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            payload = json.dumps(self._params_json(), sort_keys=True).encode()
+            self._version = hashlib.sha256(payload).hexdigest()[:12]
+        return self._version
+
+    @property
+    def class_balance(self) -> float:
+        return self.report.class_balance
+
+    def accuracy(self) -> np.ndarray:
+        return np.array([v.accuracy for v in self.report.verifiers])
+
+    def for_task(self, task: str | None) -> WeaverV2Model:
+        """A task's own model when one was swapped in (online refits); else this one."""
+        if task is not None and task in self.by_task:
+            return self.by_task[task]
+        return self
+
+    def align(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Reorder columns into this model's verifier order; verifiers the request lacks abstain."""
+        if tuple(names) == self.verifier_names:
+            return np.asarray(matrix, dtype=float)
+        out = np.full((matrix.shape[0], len(self.verifier_names)), np.nan)
+        for j, name in enumerate(names):
+            target = self._index.get(name)
+            if target is not None:
+                out[:, target] = matrix[:, j]
+        return out
+
+    # -- fitting ------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        matrices: Sequence[np.ndarray],
+        verifier_names: Sequence[str],
+        answers: Sequence[Sequence[str | None] | None] | None = None,
+        tasks: Sequence[str | None] | None = None,
+        config: WeaverV2Config | None = None,
+    ) -> WeaverV2Model:
+        """Fit on one (n_candidates, n_verifiers) score matrix per query (and its final answers). No labels."""
+        config = config or WeaverV2Config()
+        start = time.perf_counter()
+        names = tuple(verifier_names)
+        m = len(names)
+        for q, matrix in enumerate(matrices):
+            if matrix.ndim != 2 or matrix.shape[1] != m:
+                raise ValueError(f"query {q}: score matrix shape {matrix.shape} does not match {m} verifiers")
+        answers = answers if answers is not None else [None] * len(matrices)
+        tasks = tasks if tasks is not None else [None] * len(matrices)
+        if len(answers) != len(matrices) or len(tasks) != len(matrices):
+            raise ValueError("answers and tasks need one entry per query")
+        pooled = np.vstack(matrices) if matrices else np.empty((0, m))
+        normalizer = Normalizer.fit(pooled)
+        normalized = normalizer.transform(pooled)
+        coverage = (~np.isnan(normalized)).mean(0) if len(pooled) else np.zeros(m)
+        kept = np.zeros(m, dtype=bool)
+        reasons, edges, thresholds = [], [], np.full(m, 0.5)
+        for j in range(m):
+            kind = normalizer.kinds[j]
+            e, otsu = bin_edges(normalized[:, j], config.max_bins)
+            thresholds[j] = _or(otsu, 0.5)
+            if kind in ("empty", "constant"):
+                reasons.append("no scores" if kind == "empty" else "constant")
+                e = np.empty(0)
+            elif coverage[j] < config.min_coverage:
+                reasons.append(f"coverage {coverage[j]:.3f} < {config.min_coverage}")
+                e = np.empty(0)
+            else:
+                reasons.append("" if e.size else "one distinct value")
+            edges.append(e)
+            kept[j] = e.size > 0
+        bins = digitize(normalized, edges)
+        bins[:, ~kept] = -1
+        counts = n_bins(edges)
+        layout = _layout(bins, matrices, answers, tasks, config)
+        fit = fit_v2(layout, counts, learn_structure=config.dependency_guard, smoothing=config.smoothing,
+                     tol=config.tol, max_iter=config.max_iter)
+        report = _report(fit, layout, names, normalizer, kept, reasons, counts, thresholds, coverage, normalized,
+                         len(matrices), time.perf_counter() - start)
+        return cls(names, normalizer, tuple(edges), kept, fit.log_p1, fit.log_p0, fit.structure.weight,
+                   fit.structure.icc, fit.rho0, fit.pi, report, config)
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
+              task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(P(correct), tie-break key) per candidate, for a matrix in this model's column order.
+
+        The tie-break key is the mean normalized score over the kept verifiers (v1's key): candidates
+        with equal posteriors (members of one answer group, or equal bins) are ordered by the score
+        detail that binning set aside.
+        """
+        normalized = self.normalizer.transform(matrix)
+        missing = np.isnan(normalized)
+        llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
+        kept = self._kept_idx
+        observed = ~missing[:, kept]
+        count = observed.sum(1)
+        tie = np.where(count > 0, np.where(observed, normalized[:, kept], 0.0).sum(1) / np.maximum(count, 1), 0.5)
+        if not _has_answers(answers) or not self.config.answer_groups:
+            return expit(self._prior_logit + llr @ self.weight), tie
+        unique = self.config.unique_answers and task not in self.config.multi_answer_tasks
+        no_bins = np.empty((matrix.shape[0], 0), dtype=np.int16)  # scoring needs only the group structure
+        layout = build_layout([no_bins], [np.array(group_answers(answers or ()), dtype=np.int64)], [unique])
+        evidence = group_evidence(llr, layout, member_weights(layout, self._structure))
+        post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
+        return post[layout.group_of], tie
+
+    def posterior(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
+                  task: str | None = None) -> np.ndarray:
+        return self.score(matrix, answers, task)[0]
+
+    def explain(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
+                task: str | None = None) -> Explanation:
+        """Normalized scores, yes/no votes at each verifier's Otsu cut (diagnostics only) and the posterior."""
+        normalized = self.normalizer.transform(matrix)
+        thresholds = np.array([v.threshold for v in self.report.verifiers])
+        votes = np.where(np.isnan(normalized), -1, normalized >= thresholds[None, :]).astype(np.int8)
+        posterior = self.score(matrix, answers, task)[0]
+        clipped = np.clip(posterior, 1e-12, 1 - 1e-12)
+        return Explanation(normalized, votes, np.log(clipped / (1 - clipped)), posterior)
+
+    # -- artifact -----------------------------------------------------------------------------
+    def _params_json(self) -> dict[str, Any]:
+        return {
+            "verifier_names": list(self.verifier_names),
+            "normalization": self.normalizer.to_json(),
+            "edges": [[float(x) for x in e] for e in self.edges],
+            "kept": [bool(k) for k in self.kept],
+            "log_p1": self.log_p1.tolist(),
+            "log_p0": self.log_p0.tolist(),
+            "weight": self.weight.tolist(),
+            "icc": self.icc.tolist(),
+            "rho0": self.rho0,
+            "pi": self.pi,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": ARTIFACT_FORMAT_V2, "version": self.version, "created_at": self.created_at,
+                               "config": asdict(self.config)}
+        out.update(self._params_json())
+        out["fit_report"] = _finite_or_none(asdict(self.report))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WeaverV2Model:
+        if data.get("format") != ARTIFACT_FORMAT_V2:
+            raise ValueError(f"not a {ARTIFACT_FORMAT_V2} artifact (format={data.get('format')!r})")
+        names = tuple(data["verifier_names"])
+        m = len(names)
+        for key in ("normalization", "edges", "kept", "log_p1", "log_p0", "weight", "icc"):
+            if len(data[key]) != m:
+                raise ValueError(f"artifact field {key!r} has {len(data[key])} entries for {m} verifiers")
+        rep = data["fit_report"]
+        report = FitReportV2(
+            **{k: (np.nan if v is None else v) for k, v in rep.items()  # type: ignore[arg-type]
+               if k not in ("verifiers", "warnings")},
+            warnings=tuple(rep["warnings"]),
+            verifiers=tuple(VerifierReportV2(**{k: (np.nan if v is None else v)  # type: ignore[arg-type]
+                                                for k, v in item.items()})
+                            for item in rep["verifiers"]),
+        )
+        config = data.get("config", {})
+        config["multi_answer_tasks"] = tuple(config.get("multi_answer_tasks", ()))
+        model = cls(
+            verifier_names=names, normalizer=Normalizer.from_json(data["normalization"]),
+            edges=tuple(np.array(e, dtype=float) for e in data["edges"]), kept=np.array(data["kept"], dtype=bool),
+            log_p1=np.array(data["log_p1"], dtype=float), log_p0=np.array(data["log_p0"], dtype=float),
+            weight=np.array(data["weight"], dtype=float), icc=np.array(data["icc"], dtype=float),
+            rho0=float(data["rho0"]), pi=float(data["pi"]), report=report, config=WeaverV2Config(**config),
+            created_at=float(data.get("created_at", 0.0)),
+        )
+        if data.get("version") not in (None, model.version):
+            raise ValueError("artifact version does not match its parameters (file edited or corrupted)")
+        return model
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> WeaverV2Model:
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _has_answers(answers: Sequence[str | None] | None) -> bool:
+    """Answer groups need at least one extracted answer; with none, candidates are independent."""
+    return answers is not None and any(a is not None for a in answers)
+
+
+def _or(value: float, default: float) -> float:
+    return default if not np.isfinite(value) else float(value)
+
+
+def _layout(bins: np.ndarray, matrices: Sequence[np.ndarray], answers: Sequence[Sequence[str | None] | None],
+            tasks: Sequence[str | None], config: WeaverV2Config) -> Layout:
+    per_query: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    unique: list[bool] = []
+    start = 0
+    for matrix, ans, task in zip(matrices, answers, tasks, strict=True):
+        n = matrix.shape[0]
+        per_query.append(bins[start:start + n])
+        start += n
+        if config.answer_groups and _has_answers(ans):
+            groups.append(np.array(group_answers(ans or ()), dtype=np.int64))
+            unique.append(config.unique_answers and task not in config.multi_answer_tasks)
+        else:
+            groups.append(np.arange(n))
+            unique.append(False)
+    return build_layout(per_query, groups, unique)
+
+
+def _report(fit: FitV2, layout: Layout, names: tuple[str, ...], normalizer: Normalizer, kept: np.ndarray,
+            reasons: list[str], n_bins: np.ndarray, thresholds: np.ndarray, coverage: np.ndarray,
+            normalized: np.ndarray, n_queries: int, seconds: float) -> FitReportV2:
+    q = fit.posterior
+    accuracy, tpr, fpr = expected_rates(normalized, thresholds, q)
+    table = np.where(np.arange(fit.log_p1.shape[1])[None, :] < n_bins[:, None], fit.llr_table, 0.0)
+    effective = float(fit.structure.weight[kept].sum())
+    warnings: list[str] = []
+    if not kept.any():
+        warnings.append("no usable verifier (all empty or constant): the posterior is the prior")
+    if not fit.converged:
+        warnings.append(f"EM did not converge in {fit.iterations} iterations (last change {fit.last_change:.2e})")
+    groups_used = bool(layout.unique.any() or (layout.group_size > 1).any())
+    identifiable = effective >= 3.0 or (groups_used and effective >= 2.0)
+    if not identifiable:
+        warnings.append(f"{effective:.1f} effective independent verifier(s): class balance and accuracies are "
+                        "not identifiable from agreement alone; the smoothing prior shapes them")
+    verifiers = tuple(
+        VerifierReportV2(
+            name=names[j], kept=bool(kept[j]), reason=reasons[j], normalization=normalizer.kinds[j],
+            n_bins=int(n_bins[j]) if kept[j] else 0, threshold=float(thresholds[j]), coverage=float(coverage[j]),
+            accuracy=float(accuracy[j]) if kept[j] else float("nan"),
+            tpr=float(tpr[j]) if kept[j] else float("nan"), fpr=float(fpr[j]) if kept[j] else float("nan"),
+            weight=float(fit.structure.weight[j]),
+            icc=float(fit.structure.icc[j]), max_llr=float(np.abs(table[j]).max()) if kept[j] else 0.0,
+        )
+        for j in range(len(names))
+    )
+    unique_share = fit.rho0 if layout.unique.any() else float("nan")
+    return FitReportV2(
+        n_queries=n_queries, n_candidates=int(q.size), n_verifiers=len(names), n_kept=int(kept.sum()),
+        class_balance=float(q.mean()) if q.size else 0.5, none_right=float(unique_share),
+        iterations=fit.iterations, converged=fit.converged, last_change=fit.last_change,
+        effective_verifiers=effective, identifiable=identifiable, fit_seconds=seconds,
+        warnings=tuple(warnings), verifiers=verifiers,
+    )
+
+
+def expected_rates(normalized: np.ndarray, thresholds: np.ndarray,
+                   posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per verifier, posterior-expected accuracy, TPR and FPR of its yes/no vote at ``thresholds``."""
+    observed = ~np.isnan(normalized)
+    yes = np.where(observed, normalized >= thresholds[None, :], False)
+    q = posterior[:, None] * observed
+    r = (1 - posterior)[:, None] * observed
+    n = np.maximum(observed.sum(0), 1)
+    accuracy: np.ndarray = (np.where(yes, q, 0.0).sum(0) + np.where(yes, 0.0, r).sum(0)) / n
+    tpr: np.ndarray = np.where(yes, q, 0.0).sum(0) / np.maximum(q.sum(0), 1e-12)
+    fpr: np.ndarray = np.where(yes, r, 0.0).sum(0) / np.maximum(r.sum(0), 1e-12)
+    return accuracy, tpr, fpr
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON-safe copy: NaN becomes null, numpy scalars become Python numbers, tuples lists."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, float | np.floating):
+        return None if not np.isfinite(value) else float(value)
+    return value
