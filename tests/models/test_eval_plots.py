@@ -85,7 +85,10 @@ def test_eval_tables_fit_80_columns_without_cutting_numbers(simulated: Path) -> 
     assert max(len(line) for line in lines) <= 80
     assert "…" not in result.stdout
     verifier_lines = [line for line in lines if line.lstrip().startswith("v0")]
-    assert len(verifier_lines) == 6 and all(line.count("/") == 3 for line in verifier_lines)  # est/true pairs whole
+    accuracy_lines, rate_lines = verifier_lines[:6], verifier_lines[6:]  # two tables, one row per verifier each
+    assert len(accuracy_lines) == len(rate_lines) == 6
+    assert all(line.count("-") >= 1 for line in accuracy_lines)  # the 95% interval stays whole
+    assert all(line.count("/") == 2 for line in rate_lines)  # TPR and FPR est/true pairs stay whole
 
 
 def test_eval_on_a_directory_is_a_one_line_error(tmp_path: Path) -> None:
