@@ -92,6 +92,7 @@ class Worker:
         self._cold_start: str = config.aggregation.cold_start
         self._extra_aggregators: dict[str, RankFunction] = {}
         self._plans: dict[str, ScoringPlan] = {}
+        self.memory_plan: Any = None  # workers.memory_budget.MemoryPlan when gpu_memory_budget is set
         self._started = False
 
     @classmethod
@@ -103,7 +104,10 @@ class Worker:
         """Load the generator, every verifier and the Weaver model; failures go to readiness_errors."""
         cache = self.config.cache
         self._cache = build_cache(cache.memory_size, cache.redis_url, cache.redis_prefix, cache.redis_ttl_s)
+        refused = self._plan_memory()
         for spec in self.config.verifiers:
+            if f"verifier:{spec.name}" in refused:
+                continue
             try:
                 verifier = build_verifier(spec)
                 await asyncio.to_thread(verifier.load)
@@ -112,7 +116,8 @@ class Worker:
                 self._errors[f"verifier:{spec.name}"] = f"{type(exc).__name__}: {exc}"
                 continue
             self._verifiers[spec.name] = verifier
-            self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=spec.max_concurrency)
+            concurrency = spec.max_concurrency or verifier.default_max_concurrency
+            self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=concurrency)
         from workers.distilled import install as install_distilled
 
         install_distilled(self)  # cross_encoder / cascade aggregators when a cross-encoder verifier loaded
@@ -122,7 +127,7 @@ class Worker:
                 self._weaver = await asyncio.to_thread(WeaverModel.load, Path(path))
             except Exception as exc:  # noqa: BLE001
                 self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
-        if self.config.generation is not None:
+        if self.config.generation is not None and "generation" not in refused:
             try:
                 from workers.generation import build_backend
 
@@ -133,6 +138,19 @@ class Worker:
                 self._generator = None
                 self._errors["generation"] = f"{type(exc).__name__}: {exc}"
         self._started = True
+
+    def _plan_memory(self) -> set[str]:
+        """Check the vLLM engines' memory shares against ``gpu_memory_budget`` before any engine starts."""
+        budget = self.config.gpu_memory_budget
+        if budget is None:
+            return set()
+        from workers.memory_budget import plan_memory
+
+        self.memory_plan = plan_memory(budget, self.config.generation, self.config.verifiers)
+        for key, reason in self.memory_plan.refused.items():
+            log.error("%s %s", key, reason)
+            self._errors[key] = reason
+        return set(self.memory_plan.refused)
 
     def ready(self) -> bool:
         """Started, every configured verifier loaded, and the generator (when configured) up."""
