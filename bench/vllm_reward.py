@@ -1,8 +1,9 @@
 """Reward-model throughput: vLLM's pooling engine (``vllm_reward``) vs transformers (``reward_model``).
 
 The same checkpoint and the same items (32 requests x 4 candidates of GSM8K dev text = 128 pairs, or
-synthetic text when the data is absent) are scored three ways, each repeat alternating them (medians):
-- ``reward_model``: the transformers verifier behind the worker's dynamic batcher, 32 concurrent requests;
+synthetic text when the data is absent) are scored three ways (medians of the repeats):
+- ``reward_model``: the transformers verifier behind the worker's dynamic batcher, 32 concurrent requests,
+  measured before the vLLM engine starts and again beside it (``engine up``: its processes share the CPU);
 - ``vllm_reward``: the vLLM-backed verifier behind the same batcher, 32 concurrent requests;
 - ``engine direct``: the same engine fed all 128 pre-tokenized pairs at once, no batcher and no tokenizing
   (the model's raw forward throughput on that engine: the ceiling the verifier path is measured against).
@@ -80,17 +81,20 @@ async def run(args: argparse.Namespace, model: Path) -> dict[str, Any]:
                               gpu_memory_utilization=args.gpu_memory_utilization,
                               kv_cache_memory_mb=args.kv_cache_mb)
     await asyncio.to_thread(hf.load)
+    _, hf_scores = await through_batcher(hf, requests)  # warm-up
+    # transformers alone first (no vLLM process on the machine), then beside the started engine
+    runs: dict[str, list[float]] = {"reward_model": [], "reward_model (engine up)": [], "vllm_reward": [],
+                                    "engine direct": []}
+    for _ in range(args.repeats):
+        runs["reward_model"].append((await through_batcher(hf, requests))[0])
     started = time.perf_counter()
     await asyncio.to_thread(vllm.load)
     engine_start = time.perf_counter() - started
     token_ids = [vllm.token_ids(item) for item in items]
-    # warm-up (first-call allocations, lazy kernels), then alternate the three modes
-    _, hf_scores = await through_batcher(hf, requests)
-    _, vllm_scores = await through_batcher(vllm, requests)
+    _, vllm_scores = await through_batcher(vllm, requests)  # warm-up (first-call allocations, lazy kernels)
     await engine_direct(vllm, token_ids)
-    runs: dict[str, list[float]] = {"reward_model": [], "vllm_reward": [], "engine direct": []}
-    for _ in range(args.repeats):
-        runs["reward_model"].append((await through_batcher(hf, requests))[0])
+    for _ in range(args.repeats):  # alternate the modes
+        runs["reward_model (engine up)"].append((await through_batcher(hf, requests))[0])
         runs["vllm_reward"].append((await through_batcher(vllm, requests))[0])
         runs["engine direct"].append(await engine_direct(vllm, token_ids))
     await vllm.aclose()

@@ -57,7 +57,7 @@ class WorkerConfig(BaseModel):
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     # fraction of the accelerator's memory all this worker's vLLM engines may claim together (generator +
-    # vllm_reward verifiers, each its gpu_memory_utilization); checked at start. None: no check
+    # vllm_reward / vllm_judge verifiers, each its gpu_memory_utilization); checked at start. None: no check
     gpu_memory_budget: float | None = Field(None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")

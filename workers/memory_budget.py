@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VLLM_DEFAULT_SHARE = 0.9
-ENGINE_VERIFIER_TYPES = frozenset({"vllm_reward"})  # verifier types that start their own vLLM engine
+ENGINE_VERIFIER_TYPES = frozenset({"vllm_reward", "vllm_judge"})  # verifier types that start their own vLLM engine
 
 
 @dataclass(frozen=True)

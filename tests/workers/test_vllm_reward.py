@@ -109,8 +109,13 @@ async def worker(checkpoints: dict[str, Path]) -> Worker:
         generation={"backend": "vllm", "model": str(checkpoints["generator"]), "dtype": "float32",
                     "max_model_len": 512, "enforce_eager": True, "gpu_memory_utilization": 0.5,
                     "engine_args": {"kv_cache_memory_bytes": 64 * 2**20}},
-        verifiers=[_reward_spec("rm_a", checkpoints["rm_a"], 0.2),
-                   _reward_spec("rm_b", checkpoints["rm_b"], 0.2, timeout_s=120),
+        verifiers=[_reward_spec("rm_a", checkpoints["rm_a"], 0.1),
+                   _reward_spec("rm_b", checkpoints["rm_b"], 0.1, timeout_s=120),
+                   VerifierSpec(name="judge", type="vllm_judge", params={
+                       "model": str(checkpoints["generator"]), "gpu_memory_utilization": 0.2, "max_length": 400,
+                       **ENGINE}),
+                   VerifierSpec(name="hf_judge", type="lm_judge", params={
+                       "model": str(checkpoints["generator"]), "max_length": 400, "max_candidate_chars": 1500}),
                    VerifierSpec(name="hf_a", type="reward_model",
                                 params={"model": str(checkpoints["rm_a"]), "max_length": 512})])
     w = Worker.from_config(config)
@@ -140,9 +145,10 @@ class TestOnVLLMEngines:
 
     async def test_two_pooling_engines_and_a_generator_share_one_worker(self, worker: Worker) -> None:
         assert worker.ready(), worker.readiness_errors()
-        assert worker.memory_plan.granted == {"generation": 0.5, "verifier:rm_a": 0.2, "verifier:rm_b": 0.2}
+        assert worker.memory_plan.granted == {"generation": 0.5, "verifier:rm_a": 0.1, "verifier:rm_b": 0.1,
+                                              "verifier:judge": 0.2}
         described = {d["name"]: d for d in worker.describe_verifiers()}
-        assert described["rm_a"]["kind"] == "vllm_reward" and described["rm_a"]["gpu_memory_utilization"] == 0.2
+        assert described["rm_a"]["kind"] == "vllm_reward" and described["rm_a"]["gpu_memory_utilization"] == 0.1
         assert described["rm_a"]["engine_start_s"] > 0
 
         result = await worker.run(_rerank(CANDIDATES, ["rm_a", "rm_b", "hf_a"]))
@@ -153,6 +159,17 @@ class TestOnVLLMEngines:
         assert columns["rm_a"] == pytest.approx(columns["hf_a"], abs=1e-4)
         assert columns["rm_b"] != pytest.approx(columns["rm_a"], abs=1e-3)  # another engine, other weights
         assert len(set(columns["rm_a"])) == len(CANDIDATES)
+
+    async def test_the_vllm_judge_gives_the_transformers_judges_yes_probability(self, worker: Worker) -> None:
+        judge = worker._verifiers["judge"]
+        assert judge._engine.vllm_config.cache_config.enable_prefix_caching  # a query's candidates share its prefix
+        result = await worker.run(_rerank(CANDIDATES, ["judge", "hf_judge"]))
+        assert result.status == "ok", result.error
+        columns = {d.name: d.raw for d in result.diagnostics}
+        assert all(d.error is None for d in result.diagnostics), [d.error for d in result.diagnostics]
+        assert all(v is not None and 0.0 < v < 1.0 for v in columns["judge"])
+        # P(yes)/(P(yes)+P(no)) over the full next-token distribution, on vLLM and on transformers
+        assert columns["judge"] == pytest.approx(columns["hf_judge"], abs=1e-3)
 
     async def test_generated_candidates_are_scored_by_the_pooling_engines(self, worker: Worker) -> None:
         job = Job(kind="generate", prompt="What is 2 + 2?", messages=[ChatMessage(role="user", content="2 + 2?")],
