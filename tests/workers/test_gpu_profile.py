@@ -102,7 +102,7 @@ def test_the_gpu_profile_starts_and_scores_on_vllm_cpu(tmp_path: Path) -> None:
             time.sleep(2)
         assert ready.get("ready"), ready
 
-        listed = {v["name"]: v for v in httpx.get(f"{base}/v1/verifiers", timeout=30).json()["verifiers"]}
+        listed = {v["name"]: v for v in httpx.get(f"{base}/v1/verifiers", timeout=30).json()["data"]}
         assert all(listed[name]["ready"] for name in engines)
         body = {"query": "Natalia sold 48 clips in April and half as many in May. How many in total?",
                 "documents": ["48 + 24 = 72. The answer is 72.", "The answer is 96.", "She sold 72 clips."]}

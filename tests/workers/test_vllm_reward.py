@@ -162,7 +162,8 @@ class TestOnVLLMEngines:
 
     async def test_the_vllm_judge_gives_the_transformers_judges_yes_probability(self, worker: Worker) -> None:
         judge = worker._verifiers["judge"]
-        assert judge._engine.vllm_config.cache_config.enable_prefix_caching  # a query's candidates share its prefix
+        # a query's candidates share their prompt's prefix blocks
+        assert judge.handle.engine.vllm_config.cache_config.enable_prefix_caching
         result = await worker.run(_rerank(CANDIDATES, ["judge", "hf_judge"]))
         assert result.status == "ok", result.error
         columns = {d.name: d.raw for d in result.diagnostics}
@@ -230,7 +231,7 @@ class TestOnVLLMEngines:
 
     async def test_a_dead_engine_abstains_and_the_job_still_succeeds(self, worker: Worker) -> None:
         verifier = worker._verifiers["rm_b"]
-        await asyncio.to_thread(verifier._engine.shutdown)  # the engine core process is gone
+        await asyncio.to_thread(verifier.handle.engine.shutdown)  # the engine core process is gone
         result = await worker.run(_rerank(["fresh one", "fresh two"], ["rm_a", "rm_b"]))
         assert result.status == "ok"
         diag = {d.name: d for d in result.diagnostics}

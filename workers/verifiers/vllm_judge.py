@@ -12,10 +12,7 @@ own memory share (``gpu_memory_utilization``), checked against the worker's budg
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import logging
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -24,8 +21,7 @@ from typing import Any
 from workers.model_paths import pretrained_dir
 from workers.verifiers.base import Item, PairItem, Score, Scored
 from workers.verifiers.lm_judge import LMJudgeVerifier
-
-log = logging.getLogger(__name__)
+from workers.verifiers.vllm_engine import EngineHandle, engine_options, run_requests
 
 
 class VLLMJudgeVerifier(LMJudgeVerifier):
@@ -41,32 +37,18 @@ class VLLMJudgeVerifier(LMJudgeVerifier):
                  enable_prefix_caching: bool = True, engine_args: dict[str, Any] | None = None,
                  **judge: Any) -> None:
         super().__init__(name, model=model, dtype=dtype, max_length=max_length, **judge)
-        if gpu_memory_utilization is not None and not 0.0 < gpu_memory_utilization <= 1.0:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         self.gpu_memory_utilization = gpu_memory_utilization
-        kv_bytes = None if kv_cache_memory_mb is None else kv_cache_memory_mb * 2**20
-        self._options: dict[str, Any] = {"dtype": dtype, "enforce_eager": enforce_eager,
-                                         "enable_prefix_caching": enable_prefix_caching}
-        for key, value in (("max_model_len", max_model_len), ("gpu_memory_utilization", gpu_memory_utilization),
-                           ("max_num_seqs", max_num_seqs), ("kv_cache_memory_bytes", kv_bytes)):
-            if value is not None:
-                self._options[key] = value
-        self._options.update(engine_args or {})
-        self._engine: Any = None
-        self._loading = asyncio.Lock()
-        self.start_seconds: float | None = None
+        options = engine_options(dtype, enforce_eager, max_model_len, gpu_memory_utilization, max_num_seqs,
+                                 kv_cache_memory_mb, engine_args)
+        self.handle = EngineHandle(self.kind, name, "generate", {"enable_prefix_caching": enable_prefix_caching,
+                                                                  **options})
 
     def version_params(self) -> dict[str, object]:
         return {**super().version_params(), "backend": "vllm"}
 
     def load(self) -> None:
-        if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError("the vllm_judge verifier needs the vllm extra: pip install '.[vllm]'")
         from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
 
-        started = time.perf_counter()
         directory = pretrained_dir(self.model_path)
         self._tokenizer = AutoTokenizer.from_pretrained(directory)
         self._tokenizer.truncation_side = "left"  # keep the question at the end of the prompt
@@ -74,14 +56,11 @@ class VLLMJudgeVerifier(LMJudgeVerifier):
         self._no_ids = self._first_token_ids(self.no_tokens)
         if not self._yes_ids or not self._no_ids or set(self._yes_ids) & set(self._no_ids):
             raise ValueError(f"yes/no tokens are ambiguous for this tokenizer: {self._yes_ids} vs {self._no_ids}")
-        options = {"model": str(directory), "runner": "generate", "disable_log_stats": True, **self._options}
-        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
-        self.max_length = min(self.max_length, int(self._engine.model_config.max_model_len) - 1)
-        self.start_seconds = time.perf_counter() - started
-        log.info("vllm_judge %s: %s ready in %.1f s", self.name, directory, self.start_seconds)
+        engine = self.handle.start(str(directory))
+        self.max_length = min(self.max_length, int(engine.model_config.max_model_len) - 1)
 
     def ready(self) -> bool:
-        return self._engine is not None and not self._engine.errored
+        return self.handle.ready()
 
     def token_ids(self, item: PairItem) -> list[int]:
         """The judge prompt for one pair, cut from the left to ``max_length`` (the question stays)."""
@@ -92,15 +71,11 @@ class VLLMJudgeVerifier(LMJudgeVerifier):
         return [self.token_ids(pair) for pair in pairs]
 
     async def score(self, items: Sequence[Item], executor: Executor | None = None) -> list[Score | Scored]:
-        if self._engine is None:  # offline scoring loads lazily, on the first cache miss
-            async with self._loading:
-                if self._engine is None:
-                    await asyncio.to_thread(self.load)
+        await self.handle.ensure_started(self.load)  # offline scoring loads lazily, on the first cache miss
         pairs = [item for item in items if isinstance(item, PairItem)]
         inputs = await asyncio.get_running_loop().run_in_executor(executor, self._encode_all, pairs)
-        async with asyncio.TaskGroup() as group:  # cancelling the batch aborts every request in the engine
-            tasks = [group.create_task(self._judge(ids)) for ids in inputs]
-        return [task.result() for task in tasks]
+        # cancelling the batch (timeout, shutdown) aborts every request in the engine
+        return list(await run_requests([self._judge(ids) for ids in inputs]))
 
     async def _judge(self, ids: list[int]) -> float:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -108,7 +83,7 @@ class VLLMJudgeVerifier(LMJudgeVerifier):
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=self._yes_ids + self._no_ids,
                                 output_kind=RequestOutputKind.FINAL_ONLY)
         final = None
-        async for output in self._engine.generate({"prompt_token_ids": ids}, params, uuid.uuid4().hex):
+        async for output in self.handle.engine.generate({"prompt_token_ids": ids}, params, uuid.uuid4().hex):
             final = output
         if final is None or not final.outputs or not final.outputs[0].logprobs:
             raise RuntimeError("vLLM returned no logprobs for the judge token")
@@ -120,13 +95,11 @@ class VLLMJudgeVerifier(LMJudgeVerifier):
         return p_yes / (p_yes + p_no)
 
     def pending_requests(self) -> int:
-        return 0 if self._engine is None else int(self._engine.get_num_unfinished_requests())
+        return self.handle.pending_requests()
 
     async def aclose(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await asyncio.to_thread(engine.shutdown)
+        await self.handle.close()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "gpu_memory_utilization": self.gpu_memory_utilization,
-                "engine_start_s": self.start_seconds}
+                "engine_start_s": self.handle.start_seconds}
