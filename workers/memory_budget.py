@@ -19,7 +19,7 @@ ENGINE_VERIFIER_TYPES = frozenset({"vllm_reward", "vllm_judge"})  # verifier typ
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Which engines fit (in config order: generator first, then verifiers) and which do not, with why."""
+    """Which engines fit (generator first, then verifiers in config order) and which do not, with why."""
 
     budget: float
     granted: dict[str, float] = field(default_factory=dict)  # "generation" or "verifier:<name>" -> share
@@ -35,7 +35,8 @@ class MemoryPlan:
 
 
 def engine_shares(generation: dict[str, Any] | None, verifiers: list[Any]) -> list[tuple[str, float]]:
-    """(key, share) for every vLLM engine the config starts, in start order."""
+    """(key, share) for every vLLM engine the config starts: the generator first (it serves every generate
+    job), then the engine-backed verifiers in config order."""
     shares: list[tuple[str, float]] = []
     if generation is not None and generation.get("backend") == "vllm":
         share = generation.get("gpu_memory_utilization")
@@ -48,7 +49,7 @@ def engine_shares(generation: dict[str, Any] | None, verifiers: list[Any]) -> li
 
 
 def plan_memory(budget: float, generation: dict[str, Any] | None, verifiers: list[Any]) -> MemoryPlan:
-    """Grant shares in start order while they fit; an engine that would overrun the budget is refused."""
+    """Grant shares in that order while they fit; an engine that would overrun the budget is refused."""
     plan = MemoryPlan(budget)
     for key, share in engine_shares(generation, verifiers):
         left = budget - plan.used

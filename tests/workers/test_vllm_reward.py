@@ -43,7 +43,7 @@ def _reward_spec(name: str, model: Path, share: float, **extra: object) -> Verif
 
 # -- the memory budget (no engine starts) ---------------------------------------------------------------
 
-def test_memory_plan_grants_in_start_order_and_names_what_does_not_fit() -> None:
+def test_memory_plan_grants_in_order_and_names_what_does_not_fit() -> None:
     generation = {"backend": "vllm", "model": "/models/generator", "gpu_memory_utilization": 0.5}
     verifiers = [VerifierSpec(name="math_check", type="math_check"),
                  VerifierSpec(name="rm_a", type="vllm_reward", params={"model": "a", "gpu_memory_utilization": 0.2}),
