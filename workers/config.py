@@ -25,7 +25,8 @@ class VerifierSpec(BaseModel):
     max_batch_size: int | None = Field(None, ge=1)  # None: the verifier type's default
     max_wait_ms: float | None = Field(None, ge=0)
     timeout_s: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(1, ge=1)  # batches in flight at once (remote verifiers benefit from >1)
+    # batches in flight at once (remote and engine-backed verifiers benefit from >1); None: the type's default
+    max_concurrency: int | None = Field(None, ge=1)
 
 
 class AggregationConfig(BaseModel):
@@ -55,6 +56,10 @@ class WorkerConfig(BaseModel):
     default_profile: str | None = None
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    gpu_memory_budget: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "fraction of the GPU's memory this worker's vLLM engines may claim together (generator + vllm_reward / "
+        "vllm_judge, each its gpu_memory_utilization; unstated: vLLM's 0.9); checked at start, an engine past it "
+        "is not started and readiness names it. Unset: no check"))
 
     @model_validator(mode="after")
     def _check_names(self) -> WorkerConfig:

@@ -93,6 +93,7 @@ class Worker:
         self._cold_start: str = config.aggregation.cold_start
         self._extra_aggregators: dict[str, RankFunction] = {}
         self._plans: dict[str, ScoringPlan] = {}
+        self.memory_plan: Any = None  # workers.memory_budget.MemoryPlan when gpu_memory_budget is set
         self._started = False
         self._loading: list[str] = []  # components still loading while start() runs (named by /readyz)
 
@@ -105,10 +106,14 @@ class Worker:
         """Load the generator, every verifier and the Weaver model; failures go to readiness_errors."""
         cache = self.config.cache
         self._cache = build_cache(cache.memory_size, cache.redis_url, cache.redis_prefix, cache.redis_ttl_s)
-        self._loading = [f"verifier:{spec.name}" for spec in self.config.verifiers]
-        if self.config.generation is not None:
+        refused = self._plan_memory()
+        self._loading = [f"verifier:{spec.name}" for spec in self.config.verifiers
+                         if f"verifier:{spec.name}" not in refused]
+        if self.config.generation is not None and "generation" not in refused:
             self._loading.append("generation")
         for spec in self.config.verifiers:
+            if f"verifier:{spec.name}" in refused:
+                continue
             try:
                 verifier = build_verifier(spec)
                 await asyncio.to_thread(verifier.load)
@@ -119,7 +124,8 @@ class Worker:
             finally:
                 self._loading.remove(f"verifier:{spec.name}")
             self._verifiers[spec.name] = verifier
-            self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=spec.max_concurrency)
+            concurrency = spec.max_concurrency or verifier.default_max_concurrency
+            self._batchers[spec.name] = VerifierBatcher(verifier, self._cache, max_concurrency=concurrency)
         from workers.distilled import install as install_distilled
 
         install_distilled(self)  # cross_encoder / cascade aggregators when a cross-encoder verifier loaded
@@ -129,7 +135,7 @@ class Worker:
                 self._weaver = await asyncio.to_thread(label_models.load, Path(path))
             except Exception as exc:  # noqa: BLE001
                 self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
-        if self.config.generation is not None:
+        if self.config.generation is not None and "generation" not in refused:
             try:
                 from workers.generation import build_backend
 
@@ -142,6 +148,19 @@ class Worker:
             finally:
                 self._loading.remove("generation")
         self._started = True
+
+    def _plan_memory(self) -> set[str]:
+        """Check the vLLM engines' memory shares against ``gpu_memory_budget`` before any engine starts."""
+        budget = self.config.gpu_memory_budget
+        if budget is None:
+            return set()
+        from workers.memory_budget import plan_memory
+
+        self.memory_plan = plan_memory(budget, self.config.generation, self.config.verifiers)
+        for key, reason in self.memory_plan.refused.items():
+            log.error("%s %s", key, reason)
+            self._errors[key] = reason
+        return set(self.memory_plan.refused)
 
     def ready(self) -> bool:
         """Started, every configured verifier loaded, and the generator (when configured) up."""

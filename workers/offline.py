@@ -68,7 +68,8 @@ async def _score_all(sets: Sequence[Any], names: list[str], config: WorkerConfig
                 verifier = build_verifier(config.spec(name))  # weights load lazily: only on a cache miss
                 verifier.timeout_s = max(verifier.timeout_s, batch_timeout_s)
                 start = time.perf_counter()
-                out[name] = await _score_verifier(verifier, sets, cache, bar, config.spec(name).max_concurrency)
+                out[name] = await _score_verifier(verifier, sets, cache, bar, config.spec(name).max_concurrency
+                                                     or verifier.default_max_concurrency)
                 timings[name] = time.perf_counter() - start
                 bar.console.print(f"{name}: {timings[name]:.1f} s")
                 await verifier.aclose()

@@ -226,9 +226,41 @@ def test_distributed_overlay_has_redis_and_gpu_worker() -> None:
     assert redis_url in container["args"], "gateway and workers must share one stream"
 
 
+def test_sidecar_overlay_serves_large_verifiers_from_their_own_vllm_servers() -> None:
+    """Each `remote` verifier of the sidecar config has a hardened, probed vLLM sidecar on its port and GPUs."""
+    docs = render(K8S / "overlays" / "gpu-sidecars")
+    (worker,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "weaver-worker"]
+    pod = worker["spec"]["template"]["spec"]
+    sidecars = {c["name"]: c for c in pod["initContainers"]}
+    worker_config = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].startswith("weaver-worker-"))
+    config = yaml.safe_load(worker_config["data"]["worker.yaml"])
+    remotes = [v for v in config["verifiers"] if v["type"] == "remote"]
+    assert len(remotes) == len(sidecars) >= 2
+    ports = {str(c["args"][c["args"].index("--port") + 1]): c for c in sidecars.values()}
+    for spec in remotes:
+        port = spec["params"]["base_url"].split(":")[-1].split("/")[0]
+        sidecar = ports[port]
+        assert sidecar["restartPolicy"] == "Always" and sidecar["command"] == ["vllm", "serve"]
+        assert sidecar["args"][0] == spec["params"]["model"]  # serves the model the verifier names
+        assert int(sidecar["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+        sc = sidecar["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(sidecar)
+        image = sidecar["image"]
+        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+    pooling = [c for c in sidecars.values() if "--runner" in c["args"]]
+    assert all(c["args"][c["args"].index("--runner") + 1] == "pooling" for c in pooling) and pooling
+    # the in-process engines on the worker's own GPU fit its budget
+    shares = [config["generation"]["gpu_memory_utilization"]] + [
+        v["params"]["gpu_memory_utilization"] for v in config["verifiers"]
+        if v["type"] in ("vllm_reward", "vllm_judge")]
+    assert sum(shares) <= config["gpu_memory_budget"]
+
+
 CONFIGS = [
     K8S / "base" / "config" / "worker-cpu.yaml",
     K8S / "components" / "distributed" / "config" / "worker-gpu.yaml",
+    K8S / "components" / "vllm-sidecars" / "config" / "worker-gpu-sidecars.yaml",
 ]
 
 

@@ -21,10 +21,13 @@ def _builtin_types() -> dict[str, VerifierFactory]:
     from workers.verifiers.math_check import MathCheckVerifier
     from workers.verifiers.remote import RemoteVerifier
     from workers.verifiers.reward_model import RewardModelVerifier
+    from workers.verifiers.vllm_judge import VLLMJudgeVerifier
+    from workers.verifiers.vllm_reward import VLLMRewardVerifier
 
     return {cls.kind: cls for cls in (AnswerAgreementVerifier, CodeTestsVerifier, CrossEncoderVerifier,
                                       EmbeddingConsistencyVerifier,
-                                      LMJudgeVerifier, MathCheckVerifier, RemoteVerifier, RewardModelVerifier)}
+                                      LMJudgeVerifier, MathCheckVerifier, RemoteVerifier, RewardModelVerifier,
+                                      VLLMJudgeVerifier, VLLMRewardVerifier)}
 
 
 _EXTRA_TYPES: dict[str, VerifierFactory] = {}
