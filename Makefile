@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy models
+	$(BIN)/mypy models workers service
 
 # The docs site (mkdocs, material theme) in strict mode: a broken link or a page missing from the nav fails
 docs: $(STAMP)
@@ -55,7 +55,7 @@ docs-serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy models
+	$(BIN)/mypy models workers service
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest -q
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "service"
 from gateway_fakes import FakeWorker  # noqa: E402
 
 from service.app import create_app  # noqa: E402
-from service.serve_cli import http_limits  # noqa: E402
+from service.cli.serve import http_limits  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 

@@ -17,9 +17,10 @@ from service.api.feedback.wiring import build_online, observed
 from service.api.rerank.router import router as rerank_router
 from service.api.system.router import catalog_router, ops_router
 from service.body_limit import BodySizeLimit
+from service.docs_gate import DocsGate
 from service.errors import install_error_handlers
 from service.request_metrics import RequestMetrics
-from service.security import DocsGate, KeyChecker, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from service.security import KeyChecker, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.settings import Settings, load_settings
 from service.state import GatewayState
 from service.unicode_guard import UnicodeGuard

@@ -15,7 +15,6 @@ import time
 from abc import ABC, abstractmethod
 
 import redis.asyncio as aioredis
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workers.queue.keys import QueueKeys
 from workers.queue.redis_common import connect, guarded
@@ -114,28 +113,3 @@ class RedisRateLimiter(RateLimiter):
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-
-
-class DocsGate:
-    """``/docs``, ``/redoc`` and ``/openapi.json`` need an API key when keys are configured (unless
-    ``public_docs``): the schema lists every endpoint and field, which is reconnaissance for free."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") in DOCS_PATHS:
-            state = getattr(scope["app"].state, "gateway", None)
-            if state is not None and state.keys.enabled and not state.settings.public_docs:
-                from service.deps import authenticate_headers
-                from service.errors import APIError, error_response
-
-                try:
-                    authenticate_headers(state, scope)
-                except APIError as error:
-                    await error_response(error)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)

@@ -232,7 +232,7 @@ class Worker:
             return
         from dataclasses import replace
 
-        self._weaver = replace(self._weaver, by_task={**self._weaver.by_task, task: model})
+        self._weaver = replace(self._weaver, by_task={**self._weaver.by_task, task: model})  # type: ignore[arg-type]
 
     def register_aggregator(self, name: str, rank: RankFunction, plan: ScoringPlan | None = None) -> None:
         """Plug in an aggregator (e.g. the distilled ``cross_encoder`` or a ``cascade``).

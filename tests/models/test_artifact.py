@@ -13,7 +13,7 @@ from models.aggregators import QueryScores, WeaverAggregator
 from models.data import load_candidate_sets, write_candidate_sets
 from models.simulate import simulate
 from models.weaver import ARTIFACT_FORMAT, WeaverModel
-from service.cli import build_queries
+from service.cli.common import build_queries
 
 
 def test_round_trip_scores_identically(tmp_path: Path) -> None:

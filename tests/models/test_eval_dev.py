@@ -11,7 +11,7 @@ import numpy as np
 
 from models.data import load_candidate_sets
 from models.evaluate import evaluate
-from service.cli import build_queries
+from service.cli.common import build_queries
 from tests.support import ROOT
 
 

@@ -124,7 +124,7 @@ def test_replay_plot_ends_where_the_headline_does(simulated: Path) -> None:
     from models.data import load_candidate_sets
     from models.eval_plots import build_replay_figure
     from models.online.replay import replay
-    from service.cli import build_queries
+    from service.cli.common import build_queries
 
     sets = load_candidate_sets(simulated)
     queries, _ = build_queries(sets, None, None)

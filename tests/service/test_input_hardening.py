@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from service.app import create_app
-from service.serve_cli import http_limits
+from service.cli.serve import http_limits
 from service.settings import LimitSettings, Settings
 from tests.service.gateway_fakes import FakeWorker
 from tests.service.gateway_support import app_client, assert_error, free_port

@@ -134,7 +134,10 @@ class InProcessQueue(JobQueue):
             self._running += 1
             entry.task = asyncio.create_task(self._run(entry), name=f"weaver-job-{entry.job.id}")
             # a callback, not a finally: a task cancelled before its first step never runs its body
-            entry.task.add_done_callback(lambda _, entry=entry: self._finished(entry))
+            def finished(_: object, entry: _Entry = entry) -> None:
+                self._finished(entry)
+
+            entry.task.add_done_callback(finished)
 
     def _finished(self, entry: _Entry) -> None:
         self._running -= 1

@@ -134,7 +134,7 @@ class RedisJobQueue(JobQueue):
         depth = await guarded(self.client.xlen(self.keys.stream))
         first = await guarded(self.client.xrange(self.keys.stream, count=1))
         now = time.time()
-        oldest = entry_age_s(first[0][0], now) if first else 0.0
+        oldest = entry_age_s(str(first[0][0]), now) if first else 0.0
         workers = [d for d in await self._descriptions() if d.get("ready")]
         return QueueStats(depth=int(depth), oldest_age_s=oldest, workers=len(workers))
 

@@ -135,7 +135,8 @@ class RedisWorkerLoop:
         reply = await self.client.xreadgroup(
             GROUP, self.name, {self.keys.stream: ">"}, count=count, block=self.block_ms
         )
-        return [(entry_id, fields) for _, items in reply or [] for entry_id, fields in items]
+        streams: list[tuple[str, list[Entry]]] = reply or []  # type: ignore[assignment]  # decoded: str keys
+        return [(entry_id, fields) for _, items in streams for entry_id, fields in items]
 
     async def _reclaim(self, count: int) -> list[Entry]:
         """Take over jobs whose worker stopped refreshing their lease (it died or hung)."""
@@ -270,7 +271,7 @@ class RedisWorkerLoop:
         """Store the result once and acknowledge; retry while Redis is down, up to the job's deadline."""
         k = self.keys
         keys = [k.result(job.id), k.reply(job.id), k.stream, k.live(job.id), k.attempts(job.id)]
-        args = [result.model_dump_json(), self.result_ttl_s, GROUP, entry_id, k.cancel_channel, job.id]
+        args: list[str | int] = [result.model_dump_json(), self.result_ttl_s, GROUP, entry_id, k.cancel_channel, job.id]
         delay = 0.1
         while True:
             try:

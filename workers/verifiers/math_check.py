@@ -65,7 +65,7 @@ def equations(text: str) -> list[tuple[str, str]]:
     starts at the first number of an operator chain not preceded by a word character, "." or "="; the
     result must not run on into more digits ("= 1.2.3" is no equation).
     """
-    tokens = [(m.start(), m.end(), m.lastindex) for m in _TOKEN.finditer(text)]
+    tokens = [(m.start(), m.end(), m.lastindex or 0) for m in _TOKEN.finditer(text)]
     found: list[tuple[str, str]] = []
     chain: list[int] = []  # token indices of the numbers in the current operator chain
     last = 0  # kind of the last token that was not whitespace, inside the chain (0: none)

@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workers.verifiers.isolation import PROGRAM_DIR, bwrap_command, interpreter, prlimit_prefix, sandbox_fds
 
@@ -221,8 +222,8 @@ async def _until_exit_or_overflow(process: asyncio.subprocess.Process, out: _Cap
                                   stdin: bytes) -> bool:
     """Run until the program exits and both streams are drained, or a stream overflows. True on overflow."""
     assert process.stdout is not None and process.stderr is not None
-    done = asyncio.gather(_feed(process, stdin), out.drain(process.stdout), err.drain(process.stderr),
-                          process.wait())
+    done: asyncio.Future[Any] = asyncio.gather(_feed(process, stdin), out.drain(process.stdout),
+                                               err.drain(process.stderr), process.wait())
     overflow = asyncio.ensure_future(_first(out.overflow, err.overflow))
     try:
         finished, _ = await asyncio.wait({done, overflow}, return_when=asyncio.FIRST_COMPLETED)

@@ -79,7 +79,8 @@ async def run_requests(requests: Sequence[Awaitable[T]]) -> list[T]:
     which aborts them in the engine, and that failure is raised (not an ExceptionGroup)."""
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(request) for request in requests]  # type: ignore[arg-type]
+            tasks: list[asyncio.Task[Any]] = [group.create_task(request)  # type: ignore[arg-type]
+                                              for request in requests]
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from failed
     return [task.result() for task in tasks]

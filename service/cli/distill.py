@@ -64,11 +64,11 @@ def distill(
     """
     from models.distill.student import CrossEncoderStudent
     from models.distill.trainer import TrainConfig, train
-    from service.cli import _load_sets, build_queries
+    from service.cli.common import build_queries, load_sets
 
     mode = _check_mode(mode, epochs, force)
     features = _context_features(context_features)
-    sets = _load_sets(file)
+    sets = load_sets(file)
     queries, source_note = build_queries(sets, verifiers, cache)
     typer.echo(f"scores: {source_note}")
     split = _teacher_split(sets, queries, teacher, val_fraction, test_fraction, seed)
@@ -94,15 +94,15 @@ def distill(
 
 def _check_mode(mode: str, epochs: int, force: bool) -> str:
     """The regime's name (old names mapped, with a warning); offline epochs capped against teacher hacking."""
-    from service.cli import _fail
+    from service.cli.common import fail
 
     if mode in DEPRECATED_MODES:
         typer.echo(f"warning: --mode {mode} is now called {DEPRECATED_MODES[mode]}", err=True)
         mode = DEPRECATED_MODES[mode]
     if mode not in MODES:
-        _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "offline" and epochs > OFFLINE_EPOCH_CAP and not force:
-        _fail(f"{epochs} offline epochs replay every pair {epochs} times, the regime where teacher hacking "
+        fail(f"{epochs} offline epochs replay every pair {epochs} times, the regime where teacher hacking "
               f"appears; use at most {OFFLINE_EPOCH_CAP}, --mode semi-online, or --force")
     if mode == "offline" and epochs > OFFLINE_PASS_WARNING:
         typer.echo(f"warning: {epochs} passes over the same pairs (> {OFFLINE_PASS_WARNING}); watch the detector",
@@ -112,15 +112,14 @@ def _check_mode(mode: str, epochs: int, force: bool) -> str:
 
 def _context_features(spec: str) -> tuple[str, ...]:
     from models.distill.features import check_feature_names
-    from service.cli import _fail
+    from service.cli.common import fail
 
     if spec.strip().lower() in ("", "none"):
         return ()
     try:
         return tuple(check_feature_names([n.strip() for n in spec.split(",") if n.strip()]))
     except ValueError as exc:
-        _fail(f"--context-features: {exc}")
-        raise
+        fail(f"--context-features: {exc}")
 
 
 def _teacher_split(sets: list[Any], queries: list[Any], teacher: Path | None, val_fraction: float,
@@ -142,14 +141,14 @@ def _pool_source(mode: str, split: TeacherSplit, pool: Path | None, pairs_per_ep
     """offline: the training queries replayed; semi-online: unseen pairs first from the training split or ``pool``."""
     from models.distill.dataset import build_distill_queries, teacher_posteriors
     from models.distill.regimes import OfflineSource, SemiOnlineSource
-    from service.cli import _load_sets, build_queries
+    from service.cli.common import build_queries, load_sets
 
     if mode == "offline":
         return OfflineSource(split.train)
     pool_set = split.train
     if pool is not None:
         held = {q.prompt for q in split.val + split.test}
-        pool_sets = [cs for cs in _load_sets(pool) if cs.prompt not in held]  # never train on held-out prompts
+        pool_sets = [cs for cs in load_sets(pool) if cs.prompt not in held]  # never train on held-out prompts
         pool_queries, _ = build_queries(pool_sets, verifiers, cache)
         pool_set = build_distill_queries(pool_sets, teacher_posteriors(split.teacher, pool_queries))
     n_pairs = sum(len(q.candidates) for q in pool_set)
@@ -161,16 +160,15 @@ def _fresh_sample_source(split: TeacherSplit, sets: list[Any], prompts: Path | N
                          seed: int) -> tuple[Any, Callable[[], None]]:
     """Rounds of new prompts generated and verified by a Worker, scored by the teacher; returns (source, close)."""
     from models.distill.regimes import FreshSampleSource
-    from service.cli import _fail
+    from service.cli.common import fail
 
     if prompts is None:
-        _fail("--mode fresh-samples needs --prompts (e.g. ../shared/data/gsm8k_train.jsonl)")
+        fail("--mode fresh-samples needs --prompts (e.g. ../shared/data/gsm8k_train.jsonl)")
         raise AssertionError  # _fail exits
     try:
         from workers.distill_fresh import FreshSampleCollector
     except ImportError as exc:
-        _fail(f"--mode fresh-samples needs the workers package (generation + verifiers): {exc}")
-        raise
+        fail(f"--mode fresh-samples needs the workers package (generation + verifiers): {exc}")
     collector = FreshSampleCollector.from_files(prompts, worker_config, split.teacher, verifiers=verifiers,
                                                 candidates=candidates, seed=seed,
                                                 exclude_prompts={cs.prompt for cs in sets})
@@ -207,3 +205,8 @@ def _save_and_report(student: Any, result: TrainResult, mode: str, split: Teache
     typer.echo(f"wrote {output} and {log}")
     if plot:
         typer.echo(f"wrote {plot_runs(output / 'monitor.png', {mode: result})}")
+
+
+def register(main: typer.Typer) -> None:
+    """Add ``weaver distill`` to the main CLI."""
+    main.command(name="distill")(distill)

@@ -1,100 +1,19 @@
-"""The ``weaver`` command line. Heavy imports happen inside each command, so ``weaver fit`` never
-loads the web stack and ``weaver serve`` never loads evaluation code."""
+"""``weaver simulate``, ``weaver fit`` and ``weaver eval``: the label model offline. Heavy imports happen inside
+each command, so ``weaver fit`` never loads the web stack and ``weaver serve`` never loads evaluation code."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from service.online_cli import register as register_online_commands
-from service.serve_cli import register as register_serve_commands
-
-app = typer.Typer(
-    name="weaver",
-    help="Inference-time reranking: sample N candidates, verify them with weak verifiers, select the best.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-register_online_commands(app)
+from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, nan_labels
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def default_data_dir() -> Path:
-    """WEAVER_DATA_DIR, else ../shared/data beside the checkout."""
-    env = os.environ.get("WEAVER_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _load_sets(path: Path) -> list[Any]:
-    from models.data import DataError, load_candidate_sets
-
-    if path.is_dir():
-        found = sorted(path.glob("*.jsonl"))[:3]
-        hint = f": one of {', '.join(str(f) for f in found)}" if found else ""
-        _fail(f"{path} is a directory; give a candidate-set file (JSON Lines){hint}")
-    try:
-        return load_candidate_sets(path)
-    except DataError as exc:
-        _fail(str(exc))
-        raise  # unreachable
-
-
-def build_queries(sets: list[Any], verifiers: str | None, cache: Path | None) -> tuple[list[Any], str]:
-    """Score matrices for each set: precomputed scores when present, else computed verifiers.
-
-    Returns the QueryScores list and a sentence saying where the scores came from.
-    """
-    import numpy as np
-
-    from models.aggregators import QueryScores
-    from models.answers import agreement_shares, extract_answer
-
-    answers = [tuple(extract_answer(c.text) for c in cs.candidates) for cs in sets]
-    names: list[str] = []
-    for cs in sets:
-        for name in cs.score_names():
-            if name not in names:
-                names.append(name)
-    if verifiers is None and names:
-        matrices = [cs.score_matrix(names) for cs in sets]
-        source = f"precomputed scores in the file ({len(names)} verifiers)"
-    elif verifiers is None or verifiers == "answer_agreement":
-        names = ["answer_agreement"]
-        matrices = [np.array(agreement_shares(a), dtype=float)[:, None] for a in answers]
-        source = "answer agreement computed from extracted final answers"
-    else:
-        from workers.offline import score_candidate_sets
-
-        names, matrices = score_candidate_sets(sets, verifiers, cache_path=cache)
-        source = f"verifiers {', '.join(names)} (cache: {cache})"
-    queries = [
-        QueryScores(matrix=m, verifier_names=tuple(names), answers=a, task=cs.task)
-        for cs, m, a in zip(sets, matrices, answers, strict=True)
-    ]
-    return queries, source
-
-
-def _fmt(value: float | None, pct: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{100 * value:.1f}" if pct else f"{value:.3f}"
-
-
-@app.command()
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="Candidate-set JSON Lines to write")],
     regime: Annotated[str, typer.Option(
@@ -118,7 +37,7 @@ def simulate(
                    f"{real.oracle_informed_accuracy():.3f}, any-correct {real.any_correct():.3f}) in {truth}")
         return
     if regime != "independent":
-        _fail(f"unknown regime {regime!r}; choose independent or realistic")
+        fail(f"unknown regime {regime!r}; choose independent or realistic")
     from models.simulate import simulate as run
     from models.simulate import write_simulation
 
@@ -131,7 +50,6 @@ def simulate(
 LABEL_MODEL_HELP = "weaver-v2 (default: binned scores, answer groups, dependency guard) or weaver-v1 (binary votes)"
 
 
-@app.command()
 def fit(
     file: Annotated[Path, typer.Argument(help="Candidate sets with scores (ours or Weaver's score files)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Model artifact to write")] = Path("model.json"),
@@ -144,8 +62,8 @@ def fit(
     from models.label_models import LABEL_MODEL_NAMES, fit_named
 
     if label_model not in LABEL_MODEL_NAMES:
-        _fail(f"unknown label model {label_model!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
-    sets = _load_sets(file)
+        fail(f"unknown label model {label_model!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
+    sets = load_sets(file)
     queries, source = build_queries(sets, verifiers, cache)
     tasks = [q.task for q in queries]
     model = fit_named(label_model, [q.matrix for q in queries], queries[0].verifier_names,
@@ -165,7 +83,6 @@ def fit(
                    "to decide whether its answers are unique")
 
 
-@app.command(name="eval")
 def evaluate_cmd(
     file: Annotated[Path, typer.Argument(help="Labelled candidate sets (JSON Lines)")],
     verifiers: Annotated[str | None, typer.Option(
@@ -187,16 +104,16 @@ def evaluate_cmd(
     from models.evaluate import evaluate
 
     if label_model not in label_models.LABEL_MODEL_NAMES:
-        _fail(f"unknown label model {label_model!r}; choose one of {', '.join(label_models.LABEL_MODEL_NAMES)}")
+        fail(f"unknown label model {label_model!r}; choose one of {', '.join(label_models.LABEL_MODEL_NAMES)}")
     console = Console(stderr=True)
-    sets = _load_sets(file)
+    sets = load_sets(file)
     if cache is None and verifiers not in (None, "answer_agreement"):
         cache = Path(".cache") / f"scores-{file.stem}.jsonl"
     if plot is not None and plot.exists() and not plot.is_dir():
-        _fail(f"--plot {plot} is a file; give a directory to write the PNGs into")
+        fail(f"--plot {plot} is a file; give a directory to write the PNGs into")
     with console.status("scoring candidates..."):
         queries, source = build_queries(sets, verifiers, cache)
-    labels = [cs.labels if cs.labels is not None else _nan_labels(len(cs.candidates)) for cs in sets]
+    labels = [cs.labels if cs.labels is not None else nan_labels(len(cs.candidates)) for cs in sets]
     fitted = label_models.load(model) if model else None
     with console.status("evaluating...") as status:
         report = evaluate(queries, labels, model=fitted, folds=folds, progress=lambda m: status.update(m),
@@ -208,7 +125,7 @@ def evaluate_cmd(
         with console.status("plotting..."):
             written = write_eval_plots(report, plot)
     if as_json:
-        payload = _jsonable(asdict(report))
+        payload = jsonable(asdict(report))
         if plot is not None:
             payload["plots"] = [str(p) for p in written]
         typer.echo(json.dumps(payload, indent=2))
@@ -223,25 +140,25 @@ def print_eval_report(report: Any, headline: str) -> None:
     """The two tables of ``weaver eval``, laid out to fit the terminal (cells wrap, numbers stay whole)."""
     from rich.console import Console
 
-    from service.cli_tables import fitted_table
+    from service.cli.tables import fitted_table
 
     out = Console()
     out.print(headline)
-    rows = [[row.name, "yes" if row.uses_labels else "no", _fmt(row.accuracy.mean, True),
-             f"{_fmt(row.accuracy.low, True)}-{_fmt(row.accuracy.high, True)}", _fmt(row.auroc), _fmt(row.ece),
+    rows = [[row.name, "yes" if row.uses_labels else "no", fmt(row.accuracy.mean, True),
+             f"{fmt(row.accuracy.low, True)}-{fmt(row.accuracy.high, True)}", fmt(row.auroc), fmt(row.ece),
              row.note] for row in report.rows]
     out.print(fitted_table("Selection accuracy (%) with bootstrap 95% CI over queries",
                            ["aggregator", "labels", "accuracy", "95% CI", "AUROC", "ECE", "note"], rows,
                            left=("aggregator", "labels", "note")))
     accuracy_rows, rate_rows = [], []
     for r in report.verifier_rows:
-        span = "-" if math.isnan(r.est_accuracy_low) else f"{_fmt(r.est_accuracy_low)}-{_fmt(r.est_accuracy_high)}"
+        span = "-" if math.isnan(r.est_accuracy_low) else f"{fmt(r.est_accuracy_low)}-{fmt(r.est_accuracy_high)}"
         if r.identified is False:
             span += "*"
-        accuracy_rows.append([r.name, "yes" if r.kept else f"no ({r.reason})", _fmt(r.est_accuracy), span,
-                              _fmt(r.true_accuracy), _fmt(r.auroc)])
-        rate_rows.append([r.name, _fmt(r.threshold), _fmt(r.positive_rate), f"{_fmt(r.est_tpr)}/{_fmt(r.true_tpr)}",
-                          f"{_fmt(r.est_fpr)}/{_fmt(r.true_fpr)}"])
+        accuracy_rows.append([r.name, "yes" if r.kept else f"no ({r.reason})", fmt(r.est_accuracy), span,
+                              fmt(r.true_accuracy), fmt(r.auroc)])
+        rate_rows.append([r.name, fmt(r.threshold), fmt(r.positive_rate), f"{fmt(r.est_tpr)}/{fmt(r.true_tpr)}",
+                          f"{fmt(r.est_fpr)}/{fmt(r.true_fpr)}"])
     interval = (f" [{report.class_balance_low:.3f}, {report.class_balance_high:.3f}]"
                 if not math.isnan(report.class_balance_low) else "")
     out.print(f"Verifiers: {report.label_model} estimates (no labels) vs truth (labels); model "
@@ -258,32 +175,8 @@ def print_eval_report(report: Any, headline: str) -> None:
         out.print(f"[yellow]warning:[/] {warning}")
 
 
-def _nan_labels(n: int) -> Any:
-    import numpy as np
-
-    return np.full(n, np.nan)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-register_serve_commands(app)
-
-from service.distill_cli import distill as _distill  # noqa: E402  (own module, registered here)
-
-app.command(name="distill")(_distill)
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+def register(main: typer.Typer) -> None:
+    """Add ``weaver simulate``, ``weaver fit`` and ``weaver eval`` to the main CLI."""
+    main.command()(simulate)
+    main.command()(fit)
+    main.command(name="eval")(evaluate_cmd)

@@ -91,7 +91,7 @@ def list_versions(store: StoreOption = ".weaver/models", prefix: PrefixOption = 
     """Every kept version, oldest first; * marks the one being served."""
     from rich.console import Console
 
-    from service.cli_tables import fitted_table
+    from service.cli.tables import fitted_table
 
     if _is_directory_store(store) and not Path(store).exists():  # nothing published yet: not an error
         if as_json:
@@ -194,9 +194,9 @@ def replay_cmd(
 ) -> None:
     """Stream a labelled file through the online learner one query at a time (labels only evaluate)."""
     from models.online.replay import replay
-    from service.cli import _load_sets, build_queries
+    from service.cli.common import build_queries, load_sets
 
-    sets = _load_sets(file)
+    sets = load_sets(file)
     if cache is None and verifiers not in (None, "answer_agreement"):
         cache = Path(".cache") / f"scores-{file.stem}.jsonl"
     queries, source = build_queries(sets, verifiers, cache)
