@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from fastapi import Request
+
 from service.api.rerank.protocol import (
     UNSUPPORTED,
     ApiVersion,
@@ -64,10 +66,12 @@ def _top(out: Reranked, top_n: int | None) -> list[tuple[int, float | None]]:
     return [(c.index, c.score) for c in out.ranking[: top_n or len(out.texts)]]
 
 
-async def cohere_v1(body: RerankRequest, state: GatewayState) -> tuple[RerankResponse, VerificationReport]:
+async def cohere_v1(
+    body: RerankRequest, state: GatewayState, request: Request | None = None
+) -> tuple[RerankResponse, VerificationReport]:
     """Cohere v1, Jina and vLLM: ``document: {text}`` when asked, ``meta`` and ``usage`` both present."""
     refuse_unsupported(body)
-    out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
+    out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state, request=request)
     results = [
         RerankResult(
             index=i,
@@ -83,10 +87,10 @@ async def cohere_v1(body: RerankRequest, state: GatewayState) -> tuple[RerankRes
 
 
 async def cohere_v2(
-    body: CohereV2RerankRequest, state: GatewayState
+    body: CohereV2RerankRequest, state: GatewayState, request: Request | None = None
 ) -> tuple[CohereV2RerankResponse, VerificationReport]:
     refuse_unsupported(body)
-    out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
+    out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state, request=request)
     results = [
         CohereV2RerankResult(
             index=i,
@@ -101,9 +105,11 @@ async def cohere_v2(
     return response, out.verification
 
 
-async def tei(body: TEIRerankRequest, state: GatewayState) -> tuple[list[TEIRank], VerificationReport]:
+async def tei(
+    body: TEIRerankRequest, state: GatewayState, request: Request | None = None
+) -> tuple[list[TEIRank], VerificationReport]:
     """TEI answers a bare list, best first; the ``verification`` block travels as a header only."""
-    out = await rerank_texts(body.query, body.texts, body.verification, None, state, param="texts")
+    out = await rerank_texts(body.query, body.texts, body.verification, None, state, param="texts", request=request)
     ranks = [
         TEIRank(index=i, score=score(s, body.raw_scores), text=out.texts[i] if body.return_text else None)
         for i, s in _top(out, None)
@@ -111,10 +117,12 @@ async def tei(body: TEIRerankRequest, state: GatewayState) -> tuple[list[TEIRank
     return ranks, out.verification
 
 
-async def infinity(body: RerankRequest, state: GatewayState) -> tuple[InfinityRerankResponse, VerificationReport]:
+async def infinity(
+    body: RerankRequest, state: GatewayState, request: Request | None = None
+) -> tuple[InfinityRerankResponse, VerificationReport]:
     """Infinity's ``/rerank``: like Cohere v1, but ``document`` is the plain string."""
     refuse_unsupported(body)
-    out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state)
+    out = await rerank_texts(body.query, body.texts(), body.verification, body.model, state, request=request)
     results = [
         InfinityRerankResult(
             index=i, relevance_score=score(s, body.raw_scores), document=out.texts[i] if body.return_documents else None

@@ -20,9 +20,10 @@ from service.api.rerank.protocol import (
 from service.api.verification import RerankVerification, VerificationReport, verification_header
 from service.deps import StateDep, require_api_key
 from service.errors import ERROR_RESPONSES, NOT_FOUND
+from service.jobs import require_loaded
 
 T = TypeVar("T")
-router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key), Depends(require_loaded)])
 RESPONSES = {**ERROR_RESPONSES, 404: NOT_FOUND}
 
 
@@ -44,7 +45,7 @@ def _answer(http: Response, outcome: tuple[T, VerificationReport]) -> T:
 )
 async def rerank_v1(body: RerankRequest, state: StateDep, request: Request, http: Response) -> RerankResponse:
     _label(request, body.verification)
-    return _answer(http, await faces.cohere_v1(body, state))
+    return _answer(http, await faces.cohere_v1(body, state, request))
 
 
 @router.post(
@@ -57,7 +58,7 @@ async def rerank_v2(
     body: CohereV2RerankRequest, state: StateDep, request: Request, http: Response
 ) -> CohereV2RerankResponse:
     _label(request, body.verification)
-    return _answer(http, await faces.cohere_v2(body, state))
+    return _answer(http, await faces.cohere_v2(body, state, request))
 
 
 @router.post(
@@ -71,5 +72,5 @@ async def rerank_root(
 ) -> list[TEIRank] | InfinityRerankResponse:
     _label(request, body.verification)
     if isinstance(body, TEIRerankRequest):
-        return _answer(http, await faces.tei(body, state))
-    return _answer(http, await faces.infinity(body, state))
+        return _answer(http, await faces.tei(body, state, request))
+    return _answer(http, await faces.infinity(body, state, request))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi import Request
+
 from service.api.model_names import check_model
 from service.api.verification import (
     RerankVerification,
@@ -19,6 +21,7 @@ from service.api.verification import (
     report,
 )
 from service.errors import invalid
+from service.jobs import submit_while_connected
 from service.metrics import observe_result
 from service.state import GatewayState
 from workers.contract import CandidateResult, Job, JobResult
@@ -67,12 +70,15 @@ async def rerank_texts(
     state: GatewayState,
     *,
     param: str = "documents",
+    request: Request | None = None,
 ) -> Reranked:
     """Check the model name and limits, run one rerank job, return the documents ranked best first."""
     options = options or RerankVerification()
     served = await check_model(model, state)
     job = await build_job(query, texts, options, state, param)
-    result: JobResult = await state.queue.submit(job)
+    # a client that disconnects cancels its job, as on chat (service.jobs)
+    result: JobResult = await (submit_while_connected(state.queue, job, request) if request is not None
+                               else state.queue.submit(job))
     raise_for_job_error(result)
     verification = report(result, options.min_confidence, with_candidates=False)
     observe_result("rerank", result, verification.abstained)
