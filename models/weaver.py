@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,14 +217,7 @@ class WeaverModel:
     # -- scoring ----------------------------------------------------------------------------
     def align(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Reorder columns into this model's verifier order; verifiers the request lacks abstain."""
-        if tuple(names) == self.verifier_names:
-            return np.asarray(matrix, dtype=float)
-        out = np.full((matrix.shape[0], len(self.verifier_names)), np.nan)
-        for j, name in enumerate(names):
-            target = self._index.get(name)
-            if target is not None:
-                out[:, target] = matrix[:, j]
-        return out
+        return align_columns(matrix, names, self.verifier_names, self._index)
 
     def score(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(P(correct | votes), tie-break key) per candidate, for a matrix in this model's column order.
@@ -398,3 +391,17 @@ def _fit_warnings(fit: LabelModelFit, kept: np.ndarray) -> list[str]:
         warnings.append("label model converged to the swapped solution; classes were flipped so that "
                         "verifiers beat chance on average")
     return warnings
+
+
+def align_columns(matrix: np.ndarray, names: Sequence[str], order: tuple[str, ...],
+                  index: Mapping[str, int]) -> np.ndarray:
+    """``matrix``'s columns (named ``names``) in ``order``; a verifier the matrix lacks abstains (NaN), one the
+    order does not know is dropped. ``index`` maps each name of ``order`` to its position."""
+    if tuple(names) == order:
+        return np.asarray(matrix, dtype=float)
+    out = np.full((matrix.shape[0], len(order)), np.nan)
+    for j, name in enumerate(names):
+        target = index.get(name)
+        if target is not None:
+            out[:, target] = matrix[:, j]
+    return out

@@ -38,7 +38,7 @@ from models.label_model_v2 import (
     member_weights,
 )
 from models.normalization import Normalizer
-from models.weaver import Explanation
+from models.weaver import Explanation, align_columns
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
 
@@ -145,14 +145,7 @@ class WeaverV2Model:
 
     def align(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Reorder columns into this model's verifier order; verifiers the request lacks abstain."""
-        if tuple(names) == self.verifier_names:
-            return np.asarray(matrix, dtype=float)
-        out = np.full((matrix.shape[0], len(self.verifier_names)), np.nan)
-        for j, name in enumerate(names):
-            target = self._index.get(name)
-            if target is not None:
-                out[:, target] = matrix[:, j]
-        return out
+        return align_columns(matrix, names, self.verifier_names, self._index)
 
     # -- fitting ------------------------------------------------------------------------------
     @classmethod
