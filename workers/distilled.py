@@ -23,7 +23,7 @@ from models.weaver import WeaverModel
 ROUTE_CROSS_ENCODER = "cascade: cross-encoder"
 ROUTE_ENSEMBLE = "cascade: full ensemble"
 
-ColumnScorer = Callable[[str], Awaitable[Any]]  # verifier name -> scored column (the worker's _Column)
+ColumnScorer = Callable[[str], Awaitable[Any]]  # verifier name -> scored column (``workers.diagnostics.Column``)
 
 
 def cross_encoder_name(config: Any, loaded: Sequence[str]) -> str | None:

@@ -13,7 +13,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,10 @@ from typing import Any
 import numpy as np
 
 from models import label_models
-from models.aggregators import (
-    FirstAggregator,
-    MajorityVoteAggregator,
-    MeanAggregator,
-    QueryScores,
-    Ranking,
-    WeaverAggregator,
-)
+from models.aggregators import QueryScores, Ranking
 from models.answers import extract_answer
 from models.label_models import LabelModel
-from models.normalization import Normalizer
+from workers.aggregation import AggregatorRegistry, RankFunction, ScoringPlan, UnknownAggregator
 from workers.batching import Outcome, VerifierBatcher
 from workers.cache import ScoreCache, build_cache
 from workers.config import WorkerConfig
@@ -41,16 +34,14 @@ from workers.contract import (
     GenerationInfo,
     Job,
     JobResult,
-    VerifierDiagnostics,
 )
+from workers.diagnostics import Column, finite, verifier_diagnostics
 from workers.generation.errors import PromptTooLongError
 from workers.verifiers import GroupItem, PairItem, Verifier, build_verifier
 
 log = logging.getLogger(__name__)
 
-RankFunction = Callable[[QueryScores], Ranking]
-# An aggregator's scoring plan: (requested verifier names, score one column by name) -> (names, columns)
-ScoringPlan = Callable[[list[str], Callable[[str], Awaitable["_Column"]]], Awaitable[tuple[list[str], list["_Column"]]]]
+__all__ = ["JobError", "RankFunction", "ScoringPlan", "Worker"]
 
 
 class JobError(Exception):
@@ -69,15 +60,6 @@ class _Candidates:
     generation: GenerationInfo | None
 
 
-@dataclass
-class _Column:
-    name: str
-    values: list[float]
-    latency_s: float
-    error: str | None
-    notes: list[str | None] | None
-
-
 class Worker:
     """Loads a generator and verifiers once, then serves jobs concurrently (one event loop)."""
 
@@ -89,10 +71,7 @@ class Worker:
         self._errors: dict[str, str] = {}
         self._cache: ScoreCache | None = None
         self._generator: Any = None
-        self._weaver: LabelModel | None = None
-        self._cold_start: str = config.aggregation.cold_start
-        self._extra_aggregators: dict[str, RankFunction] = {}
-        self._plans: dict[str, ScoringPlan] = {}
+        self.aggregators = AggregatorRegistry(config.aggregation.cold_start)
         self.memory_plan: Any = None  # workers.memory_budget.MemoryPlan when gpu_memory_budget is set
         self._started = False
         self._loading: list[str] = []  # components still loading while start() runs (named by /readyz)
@@ -132,7 +111,7 @@ class Worker:
         path = self.config.aggregation.weaver_model
         if path:
             try:
-                self._weaver = await asyncio.to_thread(label_models.load, Path(path))
+                self.aggregators.model = await asyncio.to_thread(label_models.load, Path(path))
             except Exception as exc:  # noqa: BLE001
                 self._errors["aggregation"] = f"cannot load Weaver model {path}: {exc}"
         if self.config.generation is not None and "generation" not in refused:
@@ -193,17 +172,18 @@ class Worker:
     # -- introspection ------------------------------------------------------------------------
     def describe_verifiers(self) -> list[dict[str, Any]]:
         out = []
-        accuracy = self._weaver.accuracy() if self._weaver is not None else None
+        served = self.aggregators.model
+        accuracy = served.accuracy() if served is not None else None
         for spec in self.config.verifiers:
             verifier = self._verifiers.get(spec.name)
             entry: dict[str, Any] = verifier.describe() if verifier else {"name": spec.name, "kind": spec.type}
             entry["ready"] = verifier is not None
             entry["error"] = self._errors.get(f"verifier:{spec.name}")
             entry["profiles"] = [p for p, members in self.config.profiles.items() if spec.name in members]
-            if accuracy is not None and self._weaver is not None and spec.name in self._weaver.verifier_names:
-                j = self._weaver.verifier_names.index(spec.name)
+            if accuracy is not None and served is not None and spec.name in served.verifier_names:
+                j = served.verifier_names.index(spec.name)
                 entry["estimated_accuracy"] = float(accuracy[j])
-                entry["kept"] = bool(self._weaver.kept[j])
+                entry["kept"] = bool(served.kept[j])
             if verifier is not None:
                 stats = self._batchers[spec.name].stats
                 entry["stats"] = {"items": stats.items, "cache_hits": stats.cache_hits, "deduped": stats.deduped,
@@ -227,12 +207,7 @@ class Worker:
     # -- aggregation hooks ---------------------------------------------------------------------
     def set_weaver_model(self, model: LabelModel, task: str | None = None) -> None:
         """Atomically swap the label model (online refits). With ``task``, replace that task's model only."""
-        if task is None or self._weaver is None:
-            self._weaver = model
-            return
-        from dataclasses import replace
-
-        self._weaver = replace(self._weaver, by_task={**self._weaver.by_task, task: model})  # type: ignore[arg-type]
+        self.aggregators.set_model(model, task)
 
     def register_aggregator(self, name: str, rank: RankFunction, plan: ScoringPlan | None = None) -> None:
         """Plug in an aggregator (e.g. the distilled ``cross_encoder`` or a ``cascade``).
@@ -240,27 +215,23 @@ class Worker:
         ``plan`` (optional) chooses which verifier columns to score, possibly in stages; by default
         every requested verifier is scored concurrently.
         """
-        self._extra_aggregators[name] = rank
-        if plan is not None:
-            self._plans[name] = plan
+        self.aggregators.register(name, rank, plan)
 
     @property
     def weaver_model(self) -> LabelModel | None:
-        return self._weaver
+        return self.aggregators.model
 
     def set_cold_start(self, name: str) -> None:
         """The aggregator "weaver" falls back to before a model exists. Online learning sets it from
         ``online.cold_start`` when attached, so one setting decides what responses and /v1/online say."""
-        if name not in ("mean", "majority"):
-            raise ValueError(f"cold start must be mean or majority, not {name!r}")
-        self._cold_start = name
+        self.aggregators.set_cold_start(name)
 
     @property
     def cold_start(self) -> str:
-        return self._cold_start
+        return self.aggregators.cold_start
 
     def cold_start_rank(self, query: QueryScores) -> Ranking:
-        return self._cold(self._cold_start, query)
+        return self.aggregators.cold_start_rank(query)
 
     # -- the job --------------------------------------------------------------------------------
     async def run(self, job: Job) -> JobResult:
@@ -270,12 +241,15 @@ class Worker:
             if time.time() > job.deadline:
                 raise JobError("the job's deadline passed before it started", "timeout_error")
             names = self._resolve_verifiers(job)
-            self._check_aggregator(job.aggregator)
+            try:
+                self.aggregators.check(job.aggregator)
+            except UnknownAggregator as exc:
+                raise JobError(str(exc), "invalid_request_error") from exc
             t = time.perf_counter()
             candidates = await self._candidates(job)
             timings["generation"] = time.perf_counter() - t
             t = time.perf_counter()
-            plan = self._plans.get(job.aggregator)
+            plan = self.aggregators.plan(job.aggregator)
             if plan is not None:
                 names, columns = await plan(names, lambda name: self._score_column(name, job, candidates.texts))
             else:
@@ -315,11 +289,6 @@ class Worker:
             raise JobError("no verifiers selected")
         return names
 
-    def _check_aggregator(self, name: str) -> None:
-        if name in ("weaver", "majority", "mean", "first") or name in self._extra_aggregators:
-            return
-        raise JobError(f"aggregator {name!r} is not configured on this worker", "invalid_request_error")
-
     async def _candidates(self, job: Job) -> _Candidates:
         if job.kind == "rerank":
             texts = list(job.candidates or [])
@@ -348,12 +317,12 @@ class Worker:
         return _Candidates(texts, [c.finish_reason for c in output.candidates],
                            [c.completion_tokens for c in output.candidates], info)
 
-    async def _score_column(self, name: str, job: Job, texts: Sequence[str]) -> _Column:
+    async def _score_column(self, name: str, job: Job, texts: Sequence[str]) -> Column:
         verifier = self._verifiers.get(name)
         n = len(texts)
         if verifier is None:
             why = self._errors.get(f"verifier:{name}", "not loaded")
-            return _Column(name, [math.nan] * n, 0.0, f"verifier unavailable: {why}", None)
+            return Column(name, [math.nan] * n, 0.0, f"verifier unavailable: {why}", None)
         batcher = self._batchers[name]
         t = time.perf_counter()
         outcomes: list[Outcome]
@@ -369,49 +338,19 @@ class Worker:
         error = None
         if errors:
             error = errors[0] if len(errors) == 1 else f"{errors[0]} ({len(errors)} items failed)"
-        return _Column(name, values, time.perf_counter() - t, error, notes)
+        return Column(name, values, time.perf_counter() - t, error, notes)
 
-    def _rank(self, job: Job, query: QueryScores) -> tuple[Ranking, str, LabelModel | None]:
-        """(ranking, note, the Weaver model used or None)."""
-        name = job.aggregator
-        if name in self._extra_aggregators:
-            ranking = self._extra_aggregators[name](query)
-            return ranking, ranking.note, None
-        if name == "weaver":
-            root = self._weaver  # read the reference once: a concurrent swap must not mix two versions
-            model = root.for_task(job.task) if root is not None else None
-            if model is None:
-                cold = self._cold_start
-                return self._cold(cold, query), f"cold start: no Weaver model fitted yet; used {cold}", None
-            overlap = [n for n in query.verifier_names if n in model.verifier_names
-                       and model.kept[model.verifier_names.index(n)]]
-            if not overlap:
-                cold = self._cold_start
-                return (self._cold(cold, query),
-                        f"the Weaver model {model.version} keeps none of these verifiers; used {cold}", None)
-            ranking = WeaverAggregator(model).rank(query)
-            return ranking, ranking.note, model
-        return self._cold(name, query), "", None
-
-    @staticmethod
-    def _cold(name: str, query: QueryScores) -> Ranking:
-        if name == "majority":
-            return MajorityVoteAggregator().rank(query)
-        if name == "first":
-            return FirstAggregator().rank(query)
-        return MeanAggregator().rank(query)
-
-    def _aggregate(self, job: Job, names: list[str], given: _Candidates, columns: list[_Column]) -> JobResult:
+    def _aggregate(self, job: Job, names: list[str], given: _Candidates, columns: list[Column]) -> JobResult:
         texts = given.texts
         matrix = np.array([c.values for c in columns], dtype=float).T.reshape(len(texts), len(names))
         answers = tuple(extract_answer(t) for t in texts)
         query = QueryScores(matrix=matrix, verifier_names=tuple(names), answers=answers, task=job.task)
-        ranking, note, model = self._rank(job, query)
-        diagnostics = self._diagnostics(columns, matrix, names, model, ranking.aggregator)
+        ranking, note, model = self.aggregators.rank(job.aggregator, job.task, query)
+        diagnostics = verifier_diagnostics(columns, matrix, names, model, ranking.aggregator, self._verifiers)
         ranks = np.empty(len(texts), dtype=int)
         ranks[ranking.order] = np.arange(len(texts))
         candidates = [
-            CandidateResult(index=i, text=text, score=_finite(ranking.scores[i]) or 0.0, rank=int(ranks[i]),
+            CandidateResult(index=i, text=text, score=finite(ranking.scores[i]) or 0.0, rank=int(ranks[i]),
                             answer=answers[i], finish_reason=given.finish_reasons[i],
                             completion_tokens=given.completion_tokens[i])
             for i, text in enumerate(texts)
@@ -419,49 +358,7 @@ class Worker:
         selected = ranking.selected
         return JobResult(
             id=job.id, candidates=candidates, selected_index=selected,
-            confidence=_finite(ranking.scores[selected]) if ranking.is_probability else None,
-            margin=_finite(ranking.margin), aggregator=ranking.aggregator, aggregator_version=ranking.version,
+            confidence=finite(ranking.scores[selected]) if ranking.is_probability else None,
+            margin=finite(ranking.margin), aggregator=ranking.aggregator, aggregator_version=ranking.version,
             aggregator_note=note, verifier_names=list(names), generation=given.generation,
-            scores=[[_finite(v) for v in row] for row in matrix], diagnostics=diagnostics)
-
-    def _diagnostics(self, columns: list[_Column], matrix: np.ndarray, names: list[str], model: LabelModel | None,
-                     aggregator: str) -> list[VerifierDiagnostics]:
-        if model is not None:
-            explanation = model.explain(model.align(matrix, names))
-            accuracy = model.accuracy()
-        else:
-            normalized = Normalizer.fit(matrix).transform(matrix)
-        out = []
-        for j, column in enumerate(columns):
-            verifier = self._verifiers.get(column.name)
-            if model is not None and column.name in model.verifier_names:
-                k = model.verifier_names.index(column.name)
-                norm = explanation.normalized[:, k]
-                votes: list[int | None] = [None if v < 0 else int(v) for v in explanation.votes[:, k]]
-                est: float | None = float(accuracy[k])
-                kept = bool(model.kept[k])
-            else:
-                norm = normalized[:, j] if model is None else np.full(matrix.shape[0], np.nan)
-                votes = _cold_votes(norm)
-                est = None
-                kept = aggregator == "mean" and model is None
-            out.append(VerifierDiagnostics(
-                name=column.name, kind=verifier.kind if verifier else "unavailable",
-                version=verifier.version if verifier else "", raw=[_finite(v) for v in column.values],
-                normalized=[_finite(v) for v in norm], vote=votes, estimated_accuracy=est, kept=kept,
-                latency_s=column.latency_s, error=column.error, notes=column.notes))
-        return out
-
-
-def _cold_votes(column: np.ndarray) -> list[int | None]:
-    """Without a fitted model: split the request's scores at their midrange; a constant column abstains."""
-    finite = column[np.isfinite(column)]
-    if finite.size == 0 or float(finite.max() - finite.min()) <= 1e-12:
-        return [None] * len(column)
-    middle = (float(finite.max()) + float(finite.min())) / 2
-    return [None if not math.isfinite(v) else int(v > middle) for v in column]
-
-
-def _finite(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
+            scores=[[finite(v) for v in row] for row in matrix], diagnostics=diagnostics)
