@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-AggregatorName = Literal["weaver", "cross_encoder", "cascade", "majority", "mean", "first", "supervised"]
+AggregatorName = Literal["weaver", "cross_encoder", "cascade", "majority", "mean", "first"]
 
 
 GREEDY_TEMPERATURE_EPS = 1e-5

@@ -92,7 +92,7 @@ async def test_failing_verifiers_give_nan_and_errors_not_job_failures(worker: Wo
     ({"verifiers": ["nope"]}, "invalid_request_error", "unknown verifiers"),
     ({"profile": "nope"}, "invalid_request_error", "unknown verifier profile"),
     ({"profile": "cheap", "verifiers": ["math_check"]}, "invalid_request_error", "not both"),
-    ({"aggregator": "supervised"}, "invalid_request_error", "not configured"),
+    ({"aggregator": "cascade"}, "invalid_request_error", "not configured"),
     ({"aggregator": "cross_encoder"}, "invalid_request_error", "not configured"),
     ({"deadline": time.time() - 1}, "timeout_error", "deadline"),
 ])
