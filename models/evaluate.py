@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.aggregators import (
+    Aggregator,
     BestSingleVerifierAggregator,
     MajorityVoteAggregator,
     MeanAggregator,
@@ -135,17 +136,38 @@ def evaluate(
     if len(queries) != len(labels):
         raise ValueError(f"{len(queries)} queries but {len(labels)} label vectors")
     note = progress or (lambda _msg: None)
-    names = queries[0].verifier_names
-    labelled = [i for i, y in enumerate(labels) if not np.all(np.isnan(y))]
-    lq = [queries[i] for i in labelled]
-    ly = [labels[i] for i in labelled]
-    rows: list[AggregatorRow] = []
+    book = _RowBook(queries, labels, seed)
+    label_model = label_model_name(model) if model is not None else label_model
+    fitter = _Fitter(queries[0].verifier_names, config)
+    note("fitting Weaver (label-free)")
+    fitted = model or fitter.fit(label_model, queries)
+    _label_model_rows(book, fitter, fitted, label_model, given=model is not None, folds=folds, note=note)
+    _baseline_rows(book)
+    _supervised_rows(book, folds, note)
+    estimates: LabelFreeEstimates | None = None
+    if isinstance(fitted, WeaverV2Model) and resamples > 0 and len(queries) >= 2:
+        note(f"bootstrapping label-free estimates ({resamples} refits)")
+        estimates = label_free_estimates([q.matrix for q in queries], fitter.names, [q.answers for q in queries],
+                                         [q.task for q in queries], fitted.config, model=fitted,
+                                         n_resamples=resamples, seed=seed)
+    return _report(book, fitted, label_model, estimates)
 
-    def add(name: str, hits: Sequence[float], uses_labels: bool, probs: list[np.ndarray] | None = None,
+
+class _RowBook:
+    """The rows of the report, and the labelled queries they are scored on."""
+
+    def __init__(self, queries: Sequence[QueryScores], labels: Sequence[np.ndarray], seed: int) -> None:
+        self.queries, self.labels, self.seed = queries, labels, seed
+        self.labelled = [i for i, y in enumerate(labels) if not np.all(np.isnan(y))]
+        self.lq = [queries[i] for i in self.labelled]
+        self.ly = [labels[i] for i in self.labelled]
+        self.rows: list[AggregatorRow] = []
+
+    def add(self, name: str, hits: Sequence[float], uses_labels: bool, probs: list[np.ndarray] | None = None,
             row_note: str = "", prob_labels: list[np.ndarray] | None = None) -> None:
         """``probs[k]`` are scored against ``prob_labels[k]`` (default: the labelled queries in order)."""
         if probs is not None:
-            p, y = np.concatenate(probs), _labels_matrix(prob_labels if prob_labels is not None else ly)
+            p, y = np.concatenate(probs), _labels_matrix(prob_labels if prob_labels is not None else self.ly)
             a: float | None = auroc(p, y)
             e: float | None = expected_calibration_error(p, y)
             b: float | None = brier_score(p, y)
@@ -153,97 +175,108 @@ def evaluate(
         else:
             a = e = b = None
             bins = ()
-        rows.append(AggregatorRow(name, uses_labels, bootstrap_mean(np.array(hits), seed=seed), a, e, b, row_note,
-                                  bins))
+        self.rows.append(AggregatorRow(name, uses_labels, bootstrap_mean(np.array(hits), seed=self.seed), a, e, b,
+                                       row_note, bins))
 
-    note("fitting Weaver (label-free)")
-    tasks = [q.task for q in queries]
-    answers = [q.answers for q in queries]
-    label_model = label_model_name(model) if model is not None else label_model
+    def add_ranked(self, name: str, aggregator: Aggregator, uses_labels: bool, row_note: str = "",
+                   probabilities: bool = False) -> None:
+        """A row for an aggregator scored on every labelled query."""
+        rankings = [aggregator.rank(q) for q in self.lq]
+        self.add(name, [_hit(r, y) for r, y in zip(rankings, self.ly, strict=True)], uses_labels,
+                 [r.scores for r in rankings] if probabilities else None, row_note)
 
-    def fit(name: str, part: Sequence[QueryScores]) -> LabelModel:
-        if name == "weaver-v1" and config is not None:
-            return WeaverModel.fit([q.matrix for q in part], names, config)
+
+@dataclass(frozen=True)
+class _Fitter:
+    """Fits a label model by name on a subset of queries (the same verifiers, tasks and config each time)."""
+
+    names: tuple[str, ...]
+    config: WeaverConfig | None
+
+    def fit(self, name: str, part: Sequence[QueryScores]) -> LabelModel:
+        if name == "weaver-v1" and self.config is not None:
+            return WeaverModel.fit([q.matrix for q in part], self.names, self.config)
         part_tasks = [q.task for q in part]
-        return fit_named(name, [q.matrix for q in part], names, [q.answers for q in part], part_tasks,
+        return fit_named(name, [q.matrix for q in part], self.names, [q.answers for q in part], part_tasks,
                          by_task=any(part_tasks))
 
-    fitted = model or fit(label_model, queries)
-    weaver = WeaverAggregator(fitted)
-    rankings = [weaver.rank(q) for q in lq]
-    add("weaver", [_hit(r, y) for r, y in zip(rankings, ly, strict=True)], False,
-        [r.scores for r in rankings],
-        f"{label_model}; label-free; fitted on all queries" if model is None else f"{label_model}; given model")
 
-    if folds > 1 and len(queries) >= 2 * folds and model is None:
+def _label_model_rows(book: _RowBook, fitter: _Fitter, fitted: LabelModel, label_model: str, *, given: bool,
+                      folds: int, note: Callable[[str], None]) -> None:
+    """The label model on all queries, cross-fitted on unseen queries, and the other generation beside it."""
+    book.add_ranked("weaver", WeaverAggregator(fitted), False,
+                    f"{label_model}; given model" if given else f"{label_model}; label-free; fitted on all queries",
+                    probabilities=True)
+    queries, labels = book.queries, book.labels
+    if folds > 1 and len(queries) >= 2 * folds and not given:
         note(f"cross-fitting Weaver on {folds} folds of queries")
         hits, probs, prob_labels = [], [], []
-        index_of = {qi: pos for pos, qi in enumerate(labelled)}
-        for fold in _folds(len(queries), folds, seed):
+        labelled = set(book.labelled)
+        for fold in _folds(len(queries), folds, book.seed):
             held = set(fold.tolist())
-            fold_model = WeaverAggregator(fit(label_model, [q for i, q in enumerate(queries) if i not in held]))
-            for i in sorted(held):
-                if i in index_of:
-                    r = fold_model.rank(queries[i])
-                    hits.append(_hit(r, labels[i]))
-                    probs.append(r.scores)
-                    prob_labels.append(labels[i])
-        add(f"weaver ({folds}-fold, unseen queries)", hits, False, probs, f"{label_model}; label-free; inductive",
-            prob_labels)
-
-    if model is None:
+            fold_model = WeaverAggregator(fitter.fit(label_model, [q for i, q in enumerate(queries) if i not in held]))
+            for i in sorted(held & labelled):
+                r = fold_model.rank(queries[i])
+                hits.append(_hit(r, labels[i]))
+                probs.append(r.scores)
+                prob_labels.append(labels[i])
+        book.add(f"weaver ({folds}-fold, unseen queries)", hits, False, probs, f"{label_model}; label-free; inductive",
+                 prob_labels)
+    if not given:
         other = "weaver-v1" if label_model == "weaver-v2" else "weaver-v2"
-        other_agg = WeaverAggregator(fit(other, queries))
-        ranked = [other_agg.rank(q) for q in lq]
-        add(other, [_hit(r, y) for r, y in zip(ranked, ly, strict=True)], False, [r.scores for r in ranked],
-            "label-free; the other label model, for comparison")
+        book.add_ranked(other, WeaverAggregator(fitter.fit(other, queries)), False,
+                        "label-free; the other label model, for comparison", probabilities=True)
 
-    add("first", [float(y[0] == 1) for y in ly], False)
-    add("random (expected)", [float(np.nanmean(y == 1)) for y in ly], False)
+
+def _baseline_rows(book: _RowBook) -> None:
+    """The label-free baselines: first, random (expected), majority vote, mean of normalized scores."""
+    lq, ly = book.lq, book.ly
+    book.add("first", [float(y[0] == 1) for y in ly], False)
+    book.add("random (expected)", [float(np.nanmean(y == 1)) for y in ly], False)
     if all(q.answers is not None for q in lq):
-        add("majority (ties expected)", [majority_expected_hit(q.answers or (), y) for q, y in zip(lq, ly,
-            strict=True)], False)
-        majority = MajorityVoteAggregator()
-        add("majority (first of tied)", [_hit(majority.rank(q), y) for q, y in zip(lq, ly, strict=True)], False)
-    mean = MeanAggregator.fit(queries)
-    add("mean (normalized)", [_hit(mean.rank(q), y) for q, y in zip(lq, ly, strict=True)], False)
+        book.add("majority (ties expected)",
+                 [majority_expected_hit(q.answers or (), y) for q, y in zip(lq, ly, strict=True)], False)
+        book.add_ranked("majority (first of tied)", MajorityVoteAggregator(), False)
+    book.add_ranked("mean (normalized)", MeanAggregator.fit(book.queries), False)
 
-    if lq:
-        best = BestSingleVerifierAggregator.fit(lq, ly)
-        add("best single verifier", [_hit(best.rank(q), y) for q, y in zip(lq, ly, strict=True)], True,
-            row_note=f"{best.verifier} (chosen with labels)")
-        all_y = _labels_matrix(ly)
-        if len(np.unique(all_y[~np.isnan(all_y)])) == 2 and len(lq) >= 2 * folds:
-            note(f"fitting supervised logistic regression ({folds}-fold by query)")
-            hits, probs, prob_labels = [], [], []
-            for fold in _folds(len(lq), folds, seed):
-                held = set(fold.tolist())
-                train_q = [q for i, q in enumerate(lq) if i not in held]
-                train_y = [y for i, y in enumerate(ly) if i not in held]
-                sup = SupervisedAggregator.fit(train_q, train_y)
-                for i in sorted(held):
-                    r = sup.rank(lq[i])
-                    hits.append(_hit(r, ly[i]))
-                    probs.append(r.scores)
-                    prob_labels.append(ly[i])
-            add(f"supervised LR ({folds}-fold by query)", hits, True, probs, "uses labels", prob_labels)
-        add("oracle (any correct)", [float(np.nanmax(y) == 1) for y in ly], True)
 
-    estimates: LabelFreeEstimates | None = None
-    if isinstance(fitted, WeaverV2Model) and resamples > 0 and len(queries) >= 2:
-        note(f"bootstrapping label-free estimates ({resamples} refits)")
-        estimates = label_free_estimates([q.matrix for q in queries], names, answers, tasks, fitted.config,
-                                         model=fitted, n_resamples=resamples, seed=seed)
-    verifier_rows = _verifier_rows(fitted, queries, labels, estimates)
-    all_labels = _labels_matrix(ly)
+def _supervised_rows(book: _RowBook, folds: int, note: Callable[[str], None]) -> None:
+    """What labels buy: the best single verifier in hindsight, supervised LR cross-fitted by query, the oracle."""
+    lq, ly = book.lq, book.ly
+    if not lq:
+        return
+    best = BestSingleVerifierAggregator.fit(lq, ly)
+    book.add_ranked("best single verifier", best, True, f"{best.verifier} (chosen with labels)")
+    all_y = _labels_matrix(ly)
+    if len(np.unique(all_y[~np.isnan(all_y)])) == 2 and len(lq) >= 2 * folds:
+        note(f"fitting supervised logistic regression ({folds}-fold by query)")
+        hits, probs, prob_labels = [], [], []
+        for fold in _folds(len(lq), folds, book.seed):
+            held = set(fold.tolist())
+            train_q = [q for i, q in enumerate(lq) if i not in held]
+            train_y = [y for i, y in enumerate(ly) if i not in held]
+            sup = SupervisedAggregator.fit(train_q, train_y)
+            for i in sorted(held):
+                r = sup.rank(lq[i])
+                hits.append(_hit(r, ly[i]))
+                probs.append(r.scores)
+                prob_labels.append(ly[i])
+        book.add(f"supervised LR ({folds}-fold by query)", hits, True, probs, "uses labels", prob_labels)
+    book.add("oracle (any correct)", [float(np.nanmax(y) == 1) for y in ly], True)
+
+
+def _report(book: _RowBook, fitted: LabelModel, label_model: str,
+            estimates: LabelFreeEstimates | None) -> EvalReport:
+    queries = book.queries
+    all_labels = _labels_matrix(book.ly)
     cb = estimates.class_balance if estimates is not None else None
     return EvalReport(
         n_queries=len(queries),
         n_candidates=int(sum(q.n_candidates for q in queries)),
-        n_labelled_queries=len(lq),
-        verifiers=names,
-        rows=tuple(rows),
-        verifier_rows=verifier_rows,
+        n_labelled_queries=len(book.lq),
+        verifiers=queries[0].verifier_names,
+        rows=tuple(book.rows),
+        verifier_rows=_verifier_rows(fitted, queries, book.labels, estimates),
         weaver_version=fitted.version,
         weaver_warnings=fitted.report.warnings + (estimates.warnings[len(fitted.report.warnings):]
                                                   if estimates is not None else ()),
