@@ -84,3 +84,16 @@ async def run_requests(requests: Sequence[Awaitable[T]]) -> list[T]:
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from failed
     return [task.result() for task in tasks]
+
+
+async def score_pairs(handle: EngineHandle, load: Callable[[], None], items: Sequence[Any], executor: Any,
+                      encode: Callable[[Any], list[int]], request: Callable[[list[int]], Awaitable[T]]) -> list[T]:
+    """One engine request per (prompt, candidate) pair, all in flight together, so vLLM packs them into its own
+    batches. The engine starts on first use (offline scoring loads lazily); tokenizing runs off the event loop.
+    Cancelling the batch (timeout, shutdown) cancels every request, which aborts it inside the engine."""
+    from workers.verifiers.base import PairItem
+
+    await handle.ensure_started(load)
+    pairs = [item for item in items if isinstance(item, PairItem)]
+    inputs = await asyncio.get_running_loop().run_in_executor(executor, lambda: [encode(pair) for pair in pairs])
+    return await run_requests([request(ids) for ids in inputs])

@@ -11,7 +11,6 @@ own memory share (``gpu_memory_utilization``), checked against the worker's budg
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 from workers.model_paths import pretrained_dir
 from workers.verifiers.base import Item, PairItem, Score, Scored
 from workers.verifiers.lm_judge import LMJudgeVerifier
-from workers.verifiers.vllm_engine import EngineHandle, engine_options, run_requests
+from workers.verifiers.vllm_engine import EngineHandle, engine_options, score_pairs
 
 
 class VLLMJudgeVerifier(LMJudgeVerifier):
@@ -67,15 +66,8 @@ class VLLMJudgeVerifier(LMJudgeVerifier):
         return list(self._tokenizer(self._render(item), add_special_tokens=False, truncation=True,
                                     max_length=self.max_length)["input_ids"])
 
-    def _encode_all(self, pairs: Sequence[PairItem]) -> list[list[int]]:
-        return [self.token_ids(pair) for pair in pairs]
-
     async def score(self, items: Sequence[Item], executor: Executor | None = None) -> list[Score | Scored]:
-        await self.handle.ensure_started(self.load)  # offline scoring loads lazily, on the first cache miss
-        pairs = [item for item in items if isinstance(item, PairItem)]
-        inputs = await asyncio.get_running_loop().run_in_executor(executor, self._encode_all, pairs)
-        # cancelling the batch (timeout, shutdown) aborts every request in the engine
-        return list(await run_requests([self._judge(ids) for ids in inputs]))
+        return list(await score_pairs(self.handle, self.load, items, executor, self.token_ids, self._judge))
 
     async def _judge(self, ids: list[int]) -> float:
         from vllm.sampling_params import RequestOutputKind, SamplingParams

@@ -11,7 +11,6 @@ The engine core runs in a child process: scripts that start it must sit under ``
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -19,7 +18,7 @@ from typing import Any
 
 from workers.model_paths import pretrained_dir
 from workers.verifiers.base import Item, PairItem, Score, Scored, Verifier
-from workers.verifiers.vllm_engine import EngineHandle, engine_options, run_requests
+from workers.verifiers.vllm_engine import EngineHandle, engine_options, score_pairs
 
 
 class VLLMRewardVerifier(Verifier):
@@ -74,16 +73,8 @@ class VLLMRewardVerifier(Verifier):
         return list(tokenizer(item.prompt, item.candidate, truncation="longest_first",
                               max_length=self.max_length)["input_ids"])
 
-    def _encode_all(self, pairs: Sequence[PairItem]) -> list[list[int]]:
-        return [self.token_ids(pair) for pair in pairs]
-
     async def score(self, items: Sequence[Item], executor: Executor | None = None) -> list[Score | Scored]:
-        await self.handle.ensure_started(self.load)  # offline scoring loads lazily, on the first cache miss
-        pairs = [item for item in items if isinstance(item, PairItem)]
-        inputs = await asyncio.get_running_loop().run_in_executor(executor, self._encode_all, pairs)
-        # one engine request per pair, all in flight together: vLLM packs them into its own batches. A
-        # cancelled batch (timeout, shutdown) cancels every request, which aborts it inside the engine.
-        return list(await run_requests([self._classify(ids) for ids in inputs]))
+        return list(await score_pairs(self.handle, self.load, items, executor, self.token_ids, self._classify))
 
     async def _classify(self, ids: list[int]) -> float:
         from vllm.pooling_params import PoolingParams
