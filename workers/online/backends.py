@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from workers.online.runtime import OnlineRuntime
 
 log = logging.getLogger("weaver.online")
+LogEntry = tuple[ScoreRecord, dict[str, int] | None]  # a verified query and its selections (None: no request id)
 FOLLOW_S = 0.2  # embedded mode: how often the store's pointer is re-read (a rollback lands within this)
 
 
@@ -30,8 +31,9 @@ class RefitBackend(Protocol):
 
     def close(self) -> None: ...
 
-    def append(self, record: ScoreRecord) -> None:
-        """Log one verified query's scores (never a label)."""
+    def append(self, entries: list[LogEntry]) -> None:
+        """Log verified queries' scores (never a label) and, where given, each aggregator's selection for
+        feedback about ``record.request_id``."""
 
     def sync(self) -> None:
         """Apply the store's pointer now (after an in-process rollback or unpin)."""
@@ -64,8 +66,11 @@ class EmbeddedRefits:
         for thread in self._threads:
             thread.join(timeout=10)
 
-    def append(self, record: ScoreRecord) -> None:
-        self.learner.observe(record)
+    def append(self, entries: list[LogEntry]) -> None:
+        for record, selections in entries:
+            self.learner.observe(record)
+            if selections is not None and record.request_id:
+                self.accuracy.record(record.request_id, selections, record.matrix.shape[0])
         if self.learner.due():
             self._wake.set()
 
@@ -163,8 +168,14 @@ class RedisRefits:
         self.subscriber.stop()
         self.client.close()
 
-    def append(self, record: ScoreRecord) -> None:
-        self.score_log.append(record)
+    def append(self, entries: list[LogEntry]) -> None:
+        """Every record and its selections in one round trip."""
+        pipe = self.client.pipeline(transaction=True)
+        for record, selections in entries:
+            self.score_log.queue_append(pipe, record)
+            if selections is not None and record.request_id:
+                self.accuracy.queue_record(pipe, record.request_id, selections, record.matrix.shape[0])
+        pipe.execute()
 
     def sync(self) -> None:
         self.subscriber.sync()

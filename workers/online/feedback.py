@@ -6,6 +6,7 @@ Same semantics as ``models.online.feedback.OnlineAccuracy``; selections expire a
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 
@@ -45,8 +46,13 @@ class RedisOnlineAccuracy:
         self._feedback = client.register_script(_FEEDBACK)
 
     def record(self, request_id: str, selections: dict[str, int], n_candidates: int | None = None) -> None:
+        self.queue_record(self.client, request_id, selections, n_candidates)
+
+    def queue_record(self, pipe: Any, request_id: str, selections: dict[str, int],
+                     n_candidates: int | None = None) -> None:
+        """Store the selections with ``pipe`` (a client, or a pipeline batching it with other writes)."""
         entry = {"selections": selections, "n": -1 if n_candidates is None else n_candidates}
-        self.client.set(self.keys.feedback_selections(request_id), json.dumps(entry), ex=self.ttl_s)
+        pipe.set(self.keys.feedback_selections(request_id), json.dumps(entry), ex=self.ttl_s)
 
     def selections(self, request_id: str) -> dict[str, int] | None:
         raw = self.client.get(self.keys.feedback_selections(request_id))

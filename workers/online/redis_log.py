@@ -20,9 +20,13 @@ class RedisScoreLog:
     def append(self, record: ScoreRecord) -> int:
         """Append one record; returns how many records were ever appended."""
         pipe = self.client.pipeline(transaction=True)
+        self.queue_append(pipe, record)
+        return int(pipe.execute()[1])
+
+    def queue_append(self, pipe: Any, record: ScoreRecord) -> None:
+        """Add the append (XADD, then INCR of the seen counter) to ``pipe``, for a caller batching writes."""
         pipe.xadd(self.keys.log, {"record": json.dumps(record.to_json())}, maxlen=self.maxlen, approximate=True)
         pipe.incr(self.keys.seen)
-        return int(pipe.execute()[1])
 
     def seen(self) -> int:
         value = self.client.get(self.keys.seen)

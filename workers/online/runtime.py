@@ -22,9 +22,10 @@ from models.online import ModelStore, OnlineLearner, Pointer, ScoreRecord
 from models.online.feedback import FeedbackResult, shadow_selections
 from models.weaver import WeaverModel
 from workers.contract import Job, JobResult
-from workers.online.backends import EmbeddedRefits, RedisRefits, RefitBackend
+from workers.online.backends import EmbeddedRefits, LogEntry, RedisRefits, RefitBackend
 from workers.online.metrics import OnlineMetrics
 from workers.online.settings import OnlineSettings
+from workers.online.traffic import TrafficLog
 
 log = logging.getLogger("weaver.online")
 
@@ -86,6 +87,8 @@ class OnlineRuntime:
         self.backend: RefitBackend = (RedisRefits(self) if self.settings.mode == "redis" else EmbeddedRefits(self))
         self.store: ModelStore = self.backend.store
         self.accuracy: Any = self.backend.accuracy
+        # observations off the request's path, in batches; feedback in order after them
+        self.traffic: TrafficLog[tuple[Job | None, JobResult]] = TrafficLog(self.observe_results)
 
     @property
     def learner(self) -> OnlineLearner | None:
@@ -117,6 +120,7 @@ class OnlineRuntime:
         self.backend.start()
 
     def close(self) -> None:
+        self.traffic.close()  # log what was accepted before the backend stops
         self.backend.close()
 
     # -- following the store ----------------------------------------------------------------------
@@ -162,29 +166,54 @@ class OnlineRuntime:
         return pointer
 
     # -- traffic ----------------------------------------------------------------------------------
-    def observe(self, record: ScoreRecord, answers: tuple[str | None, ...] | None = None) -> dict[str, int]:
-        """Log one verified query and remember every aggregator's selection; returns the selections."""
+    def observe(self, record: ScoreRecord, answers: tuple[str | None, ...] | None = None,
+                served: tuple[str, int] | None = None) -> dict[str, int]:
+        """Log one verified query and remember every aggregator's selection (plus ``served``: the aggregator
+        that answered and its pick, when it is not one of them); returns the selections."""
+        entry = self._entry(record, answers, served)
+        self.backend.append([entry])
+        return entry[1] or {}
+
+    def observe_later(self, job: Job | None, result: JobResult) -> bool:
+        """Log a finished job on the traffic thread; returns at once (False: dropped, the backlog is full)."""
+        return self.traffic.observe((job, result))
+
+    def observe_result(self, job: Job | None, result: JobResult) -> dict[str, int] | None:
+        entries = self._entries([(job, result)])
+        if not entries:
+            return None
+        self.backend.append(entries)
+        return entries[0][1] or {}
+
+    def observe_results(self, finished: list[tuple[Job | None, JobResult]]) -> None:
+        """Log a batch of finished jobs in one write (the traffic thread's sink)."""
+        entries = self._entries(finished)
+        if entries:
+            self.backend.append(entries)
+
+    def _entries(self, finished: list[tuple[Job | None, JobResult]]) -> list[LogEntry]:
+        entries = []
+        for job, result in finished:
+            record = record_from_result(job, result, self.settings.log_prompts)
+            if record is None:
+                continue
+            by_index = sorted(result.candidates, key=lambda c: c.index)
+            answers = tuple(c.answer for c in by_index) if len(by_index) == record.matrix.shape[0] else None
+            served = ((result.aggregator, result.selected_index)
+                      if result.selected_index is not None and result.aggregator else None)
+            entries.append(self._entry(record, answers, served))
+        return entries
+
+    def _entry(self, record: ScoreRecord, answers: tuple[str | None, ...] | None,
+               served: tuple[str, int] | None) -> LogEntry:
         if record.prompt is not None and not self.settings.log_prompts:
             record = ScoreRecord(record.matrix, record.verifier_names, record.verifier_versions, record.task,
                                  record.request_id, record.timestamp, None)
-        self.backend.append(record)
         query = QueryScores(record.matrix, record.verifier_names, answers, record.task)
         selections = shadow_selections(query, self.holder.model)
-        if record.request_id:
-            self.accuracy.record(record.request_id, selections, record.matrix.shape[0])
-        return selections
-
-    def observe_result(self, job: Job | None, result: JobResult) -> dict[str, int] | None:
-        record = record_from_result(job, result, self.settings.log_prompts)
-        if record is None:
-            return None
-        by_index = sorted(result.candidates, key=lambda c: c.index)
-        answers = tuple(c.answer for c in by_index) if len(by_index) == record.matrix.shape[0] else None
-        selections = self.observe(record, answers)
-        if result.selected_index is not None and result.aggregator and result.aggregator not in selections:
-            selections[result.aggregator] = result.selected_index
-            self.accuracy.record(record.request_id, selections, record.matrix.shape[0])
-        return selections
+        if served is not None and served[0] not in selections:
+            selections[served[0]] = served[1]
+        return record, (selections if record.request_id else None)
 
     def feedback(self, request_id: str, candidate_index: int, correct: bool) -> FeedbackResult:
         """Store a label for evaluation. The refit path never reads it."""

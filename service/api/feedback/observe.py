@@ -1,19 +1,15 @@
 """The gateway's hook into online learning: a queue wrapper that logs every finished job's scores.
 
 Wrapping the queue keeps the chat and rerank code untouched: whatever submits a job, its score
-matrix reaches the score log and its selections reach the feedback book.
+matrix reaches the score log and its selections reach the feedback book. The answer does not wait for
+that: the observation runs on the runtime's traffic thread (``workers/online/traffic.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from workers.contract import Job, JobResult
 from workers.online.runtime import OnlineRuntime
 from workers.queue.base import Catalog, JobQueue, QueueStats
-
-log = logging.getLogger("weaver.online")
 
 
 class ObservedQueue(JobQueue):
@@ -30,10 +26,7 @@ class ObservedQueue(JobQueue):
 
     async def submit(self, job: Job) -> JobResult:
         result = await self.inner.submit(job)
-        try:
-            await asyncio.to_thread(self.online.observe_result, job, result)
-        except Exception:  # noqa: BLE001 - learning must never fail a request
-            log.exception("could not log job %s for online learning", job.id)
+        self.online.observe_later(job, result)
         return result
 
     async def ping(self) -> None:

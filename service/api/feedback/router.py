@@ -30,7 +30,8 @@ async def post_feedback(body: FeedbackRequest, state: StateDep) -> FeedbackRespo
 
     online = _online(state)
     try:
-        result = await asyncio.to_thread(online.feedback, body.request_id, body.candidate_index, body.correct)
+        # on the traffic thread: after the observation of the request it labels, however recent
+        result = await online.traffic.call(online.feedback, body.request_id, body.candidate_index, body.correct)
     except CandidateOutOfRange as exc:
         raise invalid(str(exc), "candidate_index", "candidate_out_of_range") from None
     if not result.known:
