@@ -1,6 +1,6 @@
 """Submitting a job on behalf of an HTTP request: it lives only while the client is connected.
 
-The request's task waits for the job's result and, at the same time, for the client to go away. A
+The request's task waits for the job's result while a watcher waits for the client to go away. A
 disconnect (or the server's shutdown cancelling the request) cancels the wait with its reason; the queue
 then cancels the job unless another request (same Idempotency-Key) still waits for it.
 """
@@ -38,24 +38,30 @@ async def wait_for_disconnect(request: Request) -> None:
 
 
 async def submit_while_connected(queue: JobQueue, job: Job, request: Request) -> JobResult:
-    """``queue.submit(job)``, cancelled (reason ``disconnect``) as soon as the client disconnects."""
-    submit = asyncio.ensure_future(queue.submit(job))
-    gone = asyncio.ensure_future(wait_for_disconnect(request))
+    """``queue.submit(job)`` in the request's own task, cancelled (reason ``disconnect``) as soon as the
+    client disconnects. One watcher task reads the connection; the job itself needs no hand-off (the
+    in-process queue runs it right here when a slot is free)."""
+    current = asyncio.current_task()
+    assert current is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        await wait_for_disconnect(request)
+        disconnected = True
+        current.cancel("disconnect")
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((submit, gone), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError as exc:  # the server cancels the request (shutdown): pass its reason on
-        submit.cancel(*exc.args[:1])
+        return await queue.submit(job)
+    except IdempotencyMismatch as exc:
+        raise APIError(422, str(exc), param="Idempotency-Key", code="idempotency_key_reused") from None
+    except asyncio.CancelledError:
+        if disconnected and current.uncancel() == 0:  # our own cancellation, not the server's
+            raise ClientDisconnected() from None
         raise
     finally:
-        gone.cancel()
-    if submit.done():
-        try:
-            return submit.result()
-        except IdempotencyMismatch as exc:
-            raise APIError(422, str(exc), param="Idempotency-Key", code="idempotency_key_reused") from None
-    submit.cancel("disconnect")
-    await asyncio.gather(submit, return_exceptions=True)  # the queue has left the job; nobody reads its outcome
-    raise ClientDisconnected()
+        watcher.cancel()
 
 
 def apply_idempotency_key(job: Job, request: Request, endpoint: str) -> None:

@@ -29,7 +29,7 @@ CATALOG_TTL_S = 1.0
 REPLAY_MAX = 1024  # finished keyed jobs remembered for replay
 
 
-@dataclass
+@dataclass(eq=False)  # identity: removing one from the deque must not compare (or repr) whole jobs
 class _Entry:
     job: Job
     outcome: asyncio.Future[JobResult]
@@ -177,7 +177,7 @@ class InProcessQueue(JobQueue):
     def _forget(self, entry: _Entry) -> None:
         if self._jobs.get(entry.job.id) is entry:
             del self._jobs[entry.job.id]
-        with contextlib.suppress(ValueError):
+        if entry in self._waiting:  # not `remove` + suppress: its ValueError formats the entry's repr
             self._waiting.remove(entry)
 
     def _remember(self, job: Job, result: JobResult) -> None:
