@@ -55,6 +55,14 @@ end
 return 1
 """
 
+# KEYS: attempts, cancelled. ARGV: attempts ttl seconds. A worker starts a job: count the attempt and read
+# whether the job was cancelled while it waited, in one round trip. Returns {attempts, reason or ''}.
+START_JOB = """
+local attempts = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return {attempts, redis.call('GET', KEYS[2]) or ''}
+"""
+
 # KEYS: result, reply, stream, live, attempts. ARGV: result JSON, ttl seconds, group, entry id, channel, job id.
 # Store the result only if none exists (the first answer wins), hand one copy to each waiting gateway, then
 # acknowledge and delete the stream entry: acknowledgement never precedes the stored result. A job that ran

@@ -29,7 +29,7 @@ from workers.contract import Job, JobResult
 from workers.queue.catalog import WorkerLike, describe_worker
 from workers.queue.keys import GROUP, JOB_FIELD, QueueKeys
 from workers.queue.redis_common import REDIS_DOWN, connect, ensure_group
-from workers.queue.redis_scripts import DROP, FINISH_JOB, HAND_BACK
+from workers.queue.redis_scripts import DROP, FINISH_JOB, HAND_BACK, START_JOB
 from workers.queue.runner import run_until_deadline
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,10 @@ class RedisWorkerLoop:
         self._finish = self.client.register_script(FINISH_JOB)
         self._hand_back = self.client.register_script(HAND_BACK)
         self._drop = self.client.register_script(DROP)
+        self._start_job = self.client.register_script(START_JOB)
         self._inflight: dict[asyncio.Task[None], Entry] = {}
         self._jobs: dict[str, asyncio.Task[JobResult | None]] = {}  # job id -> its running attempt
+        self._starting: dict[str, str] = {}  # job id -> cancel reason heard while its start was checked
         self._stopping = asyncio.Event()
         self.processed = 0
 
@@ -192,10 +194,14 @@ class RedisWorkerLoop:
                     await pubsub.aclose()
 
     def _cancel_local(self, job_id: str, reason: str) -> None:
+        reason = reason if reason in REASONS else "disconnect"
         task = self._jobs.get(job_id)
-        if task is None or task.done():
+        if job_id in self._starting:  # its start is being checked: it will not start
+            self._starting[job_id] = reason
+        elif task is None or task.done():
             return
-        task.cancel(reason if reason in REASONS else "disconnect")
+        else:
+            task.cancel(reason)
         if reason == "superseded":  # the gateway counts the reasons it causes; this one only a worker sees
             count_cancelled("superseded")
         log.info("job %s cancelled (%s)", job_id, reason)
@@ -230,12 +236,15 @@ class RedisWorkerLoop:
 
     async def _attempt(self, job: Job, entry_id: str) -> JobResult | None:
         """The job's result; None when it was cancelled or its deadline passed (no one to answer)."""
-        attempts_key = self.keys.attempts(job.id)
+        self._starting[job.id] = ""  # a cancellation announced from now on is kept for the check below
         try:
-            attempts = int(await self.client.incr(attempts_key))
-            await self.client.expire(attempts_key, self.result_ttl_s)
+            attempts_reply, cancelled = await self._start_job(
+                keys=[self.keys.attempts(job.id), self.keys.cancelled(job.id)], args=[self.result_ttl_s])
+            attempts = int(attempts_reply)
         except REDIS_DOWN:
-            attempts = 1
+            attempts, cancelled = 1, ""
+        finally:
+            cancelled = self._starting.pop(job.id, "") or cancelled
         if attempts > self.max_attempts:
             return JobResult(
                 id=job.id,
@@ -244,14 +253,12 @@ class RedisWorkerLoop:
                 worker=self.name,
                 error=f"job abandoned after {attempts - 1} attempts (its workers died while running it)",
             )
+        if cancelled:  # every waiter left before it started (marked, or announced while we checked)
+            return None
         run = asyncio.create_task(run_until_deadline(self.worker, job), name=f"weaver-job-{job.id}")
-        self._jobs[job.id] = run  # registered before the check below, so no cancellation falls in between
+        self._jobs[job.id] = run  # no await since the check: a later announcement finds this task
         lease = asyncio.create_task(self._keep_lease(entry_id))
         try:
-            with contextlib.suppress(*REDIS_DOWN):
-                reason = await self.client.get(self.keys.cancelled(job.id))
-                if reason:
-                    run.cancel(reason)
             result = await run
         except asyncio.CancelledError:
             current = asyncio.current_task()
