@@ -35,6 +35,7 @@ from fastapi import FastAPI  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.settings import QueueSettings, Settings  # noqa: E402
 from workers.contract import Job  # noqa: E402
+from workers.online.settings import OnlineSettings  # noqa: E402
 from workers.queue.redis_worker import RedisWorkerLoop  # noqa: E402
 
 VERIFIERS = ["answer_agreement", "math_check"]  # the cheap profile; --verifiers picks others
@@ -103,7 +104,7 @@ def asgi_call(app: FastAPI, mode: str) -> Call:
     return call
 
 
-async def run(requests: int, redis_url: str | None) -> dict[str, list[float]]:
+async def run(requests: int, redis_url: str | None, online: bool = True) -> dict[str, list[float]]:
     from workers.entry import Worker
 
     worker = Worker.from_config(bench_worker_config())
@@ -116,7 +117,8 @@ async def run(requests: int, redis_url: str | None) -> dict[str, list[float]]:
         result = await worker.run(job)
         assert result.status == "ok", result.error
 
-    embedded = create_app(Settings(), worker=worker)
+    learning = OnlineSettings(enabled=online)
+    embedded = create_app(Settings(online=learning), worker=worker)
     calls: dict[str, Call] = {
         "direct (worker.run)": direct,
         "embedded (ASGI + in-process queue)": asgi_call(embedded, "e"),
@@ -128,7 +130,8 @@ async def run(requests: int, redis_url: str | None) -> dict[str, list[float]]:
         loop = RedisWorkerLoop(worker, redis_url, prefix=prefix, heartbeat_interval_s=0.5, block_ms=1000)
         consumer = asyncio.create_task(loop.run())
         await asyncio.sleep(1.0)  # the first heartbeat registers the worker
-        distributed = create_app(Settings(redis_url=redis_url, queue=QueueSettings(prefix=prefix)), worker=worker)
+        distributed = create_app(Settings(redis_url=redis_url, queue=QueueSettings(prefix=prefix),
+                                             online=learning), worker=worker)
         calls["redis (ASGI + Streams + worker loop)"] = asgi_call(distributed, "r")
     samples: dict[str, list[float]] = {name: [] for name in calls}
     async with embedded.router.lifespan_context(embedded):
@@ -165,14 +168,22 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("WEAVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--verifiers", default=",".join(VERIFIERS), help="comma-separated verifier names")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="event loop (uvicorn runs on uvloop when it is installed)")
+    parser.add_argument("--no-online", action="store_true",
+                        help="online learning off (as served it is on: every answer is logged for refits)")
     args = parser.parse_args()
     VERIFIERS[:] = args.verifiers.split(",")
-    samples = asyncio.run(run(args.requests, None if args.no_redis else args.redis_url))
+    if args.loop == "uvloop":  # what uvicorn picks when uvloop is installed (its loop="auto")
+        import uvloop
+
+        uvloop.install()
+    samples = asyncio.run(run(args.requests, None if args.no_redis else args.redis_url, online=not args.no_online))
     base_name = next(iter(samples))
     base_median = statistics.median(samples[base_name])
     base_mean = statistics.fmean(samples[base_name])
     print(f"rerank, 4 documents, verifiers {'+'.join(VERIFIERS)}, {args.requests} sequential requests per mode, "
-          f"interleaved\n")  # fmt: skip
+          f"interleaved, online learning {'off' if args.no_online else 'on'}\n")  # fmt: skip
     print("| mode | median ms | mean ms | p95 ms | overhead (median) | overhead (mean) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, values in samples.items():
