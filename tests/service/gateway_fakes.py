@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+from workers.cancellation import JOBS_CANCELLED
 from workers.contract import CandidateResult, GenerationInfo, Job, JobResult, VerifierDiagnostics
 
 
@@ -84,3 +85,23 @@ class FakeWorker:
 
     async def close(self) -> None:
         return None
+
+
+class RecordingWorker(FakeWorker):
+    """The fake worker, noting which runs were cancelled (and so stopped working)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
+        self.cancelled: list[str] = []
+
+    async def run(self, job: Job) -> JobResult:
+        try:
+            return await super().run(job)
+        except asyncio.CancelledError:
+            self.cancelled.append(job.id)
+            raise
+
+
+def cancelled_count(reason: str) -> float:
+    """``weaver_jobs_cancelled_total{reason}`` as this process counts it."""
+    return JOBS_CANCELLED.labels(reason)._value.get()  # noqa: SLF001

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from service.app import create_app
 from service.settings import Settings
 from tests.support import REDIS_URL, free_port, redis_or_skip
 
-__all__ = ["REDIS_URL", "app_client", "assert_error", "free_port", "redis_or_skip"]
+__all__ = ["REDIS_URL", "app_client", "assert_error", "cleanup", "free_port", "redis_or_skip", "running"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -38,3 +40,23 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+@asynccontextmanager
+async def running(loop: Any) -> AsyncIterator[Any]:
+    """Run a ``RedisWorkerLoop`` for the block, then stop it (its drain included)."""
+    task = asyncio.create_task(loop.run())
+    try:
+        yield loop
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def cleanup(prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's own queue namespace)."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from tests.service.gateway_fakes import FakeWorker
-from workers.cancellation import JOBS_CANCELLED
-from workers.contract import Job, JobResult
+from tests.service.gateway_fakes import FakeWorker, RecordingWorker, cancelled_count
+from workers.contract import Job
 from workers.queue.errors import IdempotencyMismatch, JobDeadlineExceeded, QueueUnavailable
 from workers.queue.memory import InProcessQueue
 
@@ -60,23 +59,6 @@ async def test_jobs_not_started_within_the_grace_period_get_an_explicit_error() 
             await task
 
 
-class RecordingWorker(FakeWorker):
-    """The fake worker, noting which runs were cancelled (and so stopped working)."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__(delay_s=delay_s)
-        self.cancelled: list[str] = []
-
-    async def run(self, job: Job) -> JobResult:
-        try:
-            return await super().run(job)
-        except asyncio.CancelledError:
-            self.cancelled.append(job.id)
-            raise
-
-
-def cancelled_count(reason: str) -> float:
-    return JOBS_CANCELLED.labels(reason)._value.get()  # noqa: SLF001
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["fast-path", "queued"])

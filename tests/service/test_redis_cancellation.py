@@ -8,11 +8,9 @@ import time
 
 import pytest
 
-from tests.service.gateway_fakes import FakeWorker
-from tests.service.gateway_support import REDIS_URL, redis_or_skip
-from tests.service.test_redis_queue import cleanup, running
-from workers.cancellation import JOBS_CANCELLED
-from workers.contract import Job, JobResult
+from tests.service.gateway_fakes import RecordingWorker, cancelled_count
+from tests.service.gateway_support import REDIS_URL, cleanup, redis_or_skip, running
+from workers.contract import Job
 from workers.queue.keys import QueueKeys
 from workers.queue.redis_queue import RedisJobQueue
 from workers.queue.redis_worker import RedisWorkerLoop
@@ -20,37 +18,8 @@ from workers.queue.redis_worker import RedisWorkerLoop
 pytestmark = pytest.mark.redis
 
 
-class RecordingWorker(FakeWorker):
-    """The fake worker, remembering which jobs it started and which were cancelled while running."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s=delay_s)
-        self.cancelled: list[str] = []
-
-    async def run(self, job: Job) -> JobResult:
-        try:
-            return await super().run(job)
-        except asyncio.CancelledError:
-            self.cancelled.append(job.id)
-            raise
-
-
 def job(deadline_s: float = 10.0) -> Job:
     return Job(kind="rerank", prompt="q", candidates=["a", "bb"], deadline=time.time() + deadline_s)
-
-
-@pytest.fixture
-async def queue(prefix: str):
-    redis_or_skip()
-    q = RedisJobQueue(REDIS_URL, prefix=prefix, max_depth=8)
-    await q.start()
-    yield q
-    await q.close()
-    await cleanup(prefix)
-
-
-def cancelled_count(reason: str) -> float:
-    return JOBS_CANCELLED.labels(reason=reason)._value.get()
 
 
 async def test_a_job_every_waiter_left_before_a_worker_took_it_is_not_started(queue: RedisJobQueue,

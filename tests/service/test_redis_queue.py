@@ -6,14 +6,12 @@ Worker logic here is the small fake (the queue is under test); the multi-process
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import pytest
-import redis.asyncio as aioredis
 
 from tests.service.gateway_fakes import FakeWorker
-from tests.service.gateway_support import REDIS_URL, redis_or_skip
+from tests.service.gateway_support import REDIS_URL, running
 from workers.contract import Job
 from workers.queue.errors import JobDeadlineExceeded, QueueFull
 from workers.queue.keys import GROUP, JOB_FIELD, QueueKeys
@@ -25,34 +23,6 @@ pytestmark = pytest.mark.redis
 
 def rerank_job(i: int = 0, deadline_s: float = 10.0) -> Job:
     return Job(kind="rerank", prompt=f"q{i}", candidates=["a", "bb", "ccc"], deadline=time.time() + deadline_s)
-
-
-@contextlib.asynccontextmanager
-async def running(loop: RedisWorkerLoop):
-    task = asyncio.create_task(loop.run())
-    try:
-        yield loop
-    finally:
-        loop.stop()
-        await asyncio.wait_for(task, 10)
-
-
-async def cleanup(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
-async def queue(prefix: str):
-    redis_or_skip()
-    q = RedisJobQueue(REDIS_URL, prefix=prefix, max_depth=8)
-    await q.start()
-    yield q
-    await q.close()
-    await cleanup(prefix)
 
 
 async def test_jobs_are_answered_once_and_leave_no_pending_state(queue: RedisJobQueue, prefix: str) -> None:

@@ -15,9 +15,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
-from tests.service.gateway_fakes import FakeWorker
-from workers.cancellation import JOBS_CANCELLED
-from workers.contract import Job, JobResult
+from tests.service.gateway_fakes import RecordingWorker, cancelled_count
 from workers.online.settings import OnlineSettings
 
 FACES = {
@@ -26,19 +24,6 @@ FACES = {
     "/rerank (TEI)": {"query": "q", "texts": ["a", "bb", "ccc"]},
     "/rerank (Infinity)": {"query": "q", "documents": ["a", "bb", "ccc"]},
 }
-
-
-class SlowWorker(FakeWorker):
-    def __init__(self) -> None:
-        super().__init__(delay_s=60.0)
-        self.cancelled: list[str] = []
-
-    async def run(self, job: Job) -> JobResult:
-        try:
-            return await super().run(job)
-        except asyncio.CancelledError:
-            self.cancelled.append(job.id)
-            raise
 
 
 async def post_then_disconnect(app: Any, path: str, body: dict[str, Any], after_s: float) -> list[dict[str, Any]]:
@@ -70,17 +55,17 @@ async def post_then_disconnect(app: Any, path: str, body: dict[str, Any], after_
 
 @pytest.mark.parametrize("face", list(FACES))
 async def test_a_rerank_client_that_disconnects_cancels_its_job(face: str) -> None:
-    worker = SlowWorker()
+    worker = RecordingWorker(delay_s=60.0)
     app = create_app(Settings(online=OnlineSettings(enabled=False)), worker=worker)
     path = face.split()[0]
     async with app.router.lifespan_context(app):
-        before = JOBS_CANCELLED.labels("disconnect")._value.get()  # noqa: SLF001
+        before = cancelled_count("disconnect")
         started = time.perf_counter()
         sent = await asyncio.wait_for(post_then_disconnect(app, path, FACES[face], after_s=0.3), timeout=10)
         elapsed = time.perf_counter() - started
         assert len(worker.runs) == 1, "the job never reached the worker"
         assert worker.cancelled == worker.runs  # its running task was cancelled, not left to finish
-        assert JOBS_CANCELLED.labels("disconnect")._value.get() == before + 1  # noqa: SLF001
+        assert cancelled_count("disconnect") == before + 1
         assert elapsed < 5  # returned at the disconnect, not after the worker's 60 s
         statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
         assert statuses in ([], [499])  # nobody is listening; nothing else is sent
