@@ -1,0 +1,210 @@
+"""Why label model v2 is weak on small candidate sets: three diagnostics, none of them shipped.
+
+    python bench/label_model_small_sets.py [--seeds 0,1,2] [--samples 4,32]
+        [--dev-scores .cache/scores-gsm8k_gpt3_dev.jsonl]
+
+Rows (selection accuracy %, ECE of P(correct)):
+
+* ``v2 default``: as shipped.
+* ``v2 structure, tables from labels``: v2's binning, answer groups, dependency weights and icc kept,
+  but each verifier's class histograms and P(no group right) counted from the true labels. This is
+  the ceiling of better *estimation* within v2's model; it reads labels (a diagnostic, not a method).
+  The fit objective of both parameter sets is printed: EM's is the higher one when the problem is
+  the model (misspecification), not EM stopping short.
+* ``v2, per-query drift removed``: a label-free two-stage prototype. A verifier's scores shift by
+  prompt (a reward model rates every answer to a hard prompt low); with 4 candidates that shift
+  decides "no answer right" against "some answer right" and EM sharpens on it. Stage 1 fits v2;
+  the drift share ``kappa`` of each verifier is the correlation, within a query, of class-conditional
+  residuals of candidates with *different* answers (they share only the prompt); each query's drift
+  is the BLUP ``n kappa / (1 + (n - 1) kappa)`` times its mean residual; stage 2 refits on scores
+  minus that drift. Two fits and two scoring passes: it does not fit the speed goals as written.
+* simulator only, ``v2 default, world without query drift``: the same simulated worlds with every
+  verifier's per-query offset set to 0 (the misspecification named above, removed at the source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.aggregators import QueryScores, rank_order  # noqa: E402
+from models.answers import group_answers  # noqa: E402
+from models.binning import digitize, n_bins  # noqa: E402
+from models.metrics import expected_calibration_error  # noqa: E402
+from models.normalization import Normalizer  # noqa: E402
+from models.simulate_realistic import DEFAULT_VERIFIERS, RealisticConfig, simulate_realistic  # noqa: E402
+from models.weaver_v2 import WeaverV2Model  # noqa: E402
+
+Result = tuple[list[float], list[np.ndarray]]  # per-query hits, per-query posteriors
+NO_DRIFT = "v2 default, world without query drift"
+
+
+def groups_of(q: QueryScores) -> np.ndarray:
+    """Answer group per candidate; candidates without an answer (or queries without answers) alone."""
+    n = q.n_candidates
+    g = np.array(group_answers(q.answers)) if q.answers is not None else -np.ones(n, dtype=np.int64)
+    return np.where(g < 0, n + np.arange(n), g)
+
+
+def fit(queries: Sequence[QueryScores]) -> WeaverV2Model:
+    return WeaverV2Model.fit([q.matrix for q in queries], queries[0].verifier_names,
+                             [q.answers for q in queries], [q.task for q in queries])
+
+
+def evaluate(model: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> Result:
+    hits, probs = [], []
+    for q, y in zip(queries, labels, strict=True):
+        p, tie = model.score(model.align(q.matrix, q.verifier_names), q.answers, q.task)
+        hits.append(float(y[int(rank_order(p, tie)[0])] == 1))
+        probs.append(p)
+    return hits, probs
+
+
+def label_tables(model: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray],
+                 smoothing: float = 0.5) -> WeaverV2Model:
+    """The fitted model with histograms and P(no group right) counted from labels (members weighted by icc)."""
+    m, width = model.log_p1.shape
+    c1, c0 = np.zeros((m, width)), np.zeros((m, width))
+    for q, y in zip(queries, labels, strict=True):
+        bins = digitize(model.normalizer.transform(q.matrix), list(model.edges))
+        g = groups_of(q)
+        size = np.array([(g == k).sum() for k in g])
+        weight = 1.0 / (1.0 + (size[:, None] - 1) * model.icc[None, :])
+        for i, j in zip(*np.nonzero(bins >= 0), strict=True):
+            (c1 if y[i] == 1 else c0)[j, bins[i, j]] += weight[i, j]
+    valid = np.arange(width)[None, :] < n_bins(list(model.edges))[:, None]
+    c1, c0 = np.where(valid, c1 + smoothing, 1.0), np.where(valid, c0 + smoothing, 1.0)
+    log_p1 = np.where(valid, np.log(c1 / np.where(valid, c1, 0).sum(1, keepdims=True)), 0.0)
+    log_p0 = np.where(valid, np.log(c0 / np.where(valid, c0, 0).sum(1, keepdims=True)), 0.0)
+    rho0 = float(np.clip(np.mean([1.0 - np.nanmax(y) for y in labels]), 1e-4, 1 - 1e-4))
+    return replace(model, log_p1=log_p1, log_p0=log_p0, rho0=rho0)
+
+
+def objective(model: WeaverV2Model, queries: Sequence[QueryScores]) -> float:
+    """The fit's objective: member-weighted log-likelihood of every query's bins, summed over queries."""
+    total = 0.0
+    for q in queries:
+        bins = digitize(model.normalizer.transform(model.align(q.matrix, q.verifier_names)), list(model.edges))
+        g = groups_of(q)
+        size = np.array([(g == k).sum() for k in g])
+        weight = model.weight[None, :] / (1.0 + (size[:, None] - 1) * model.icc[None, :])
+        cols = np.arange(bins.shape[1])[None, :]
+        seen = bins >= 0
+        log1 = np.where(seen, model.log_p1[cols, np.maximum(bins, 0)], 0.0)
+        log0 = np.where(seen, model.log_p0[cols, np.maximum(bins, 0)], 0.0)
+        evidence = np.bincount(np.unique(g, return_inverse=True)[1].ravel(), (weight * (log1 - log0)).sum(1))
+        terms = np.append(np.log((1 - model.rho0) / evidence.size) + evidence, np.log(model.rho0))
+        total += float((weight * log0).sum() + np.logaddexp.reduce(terms))
+    return total
+
+
+def drift_removed(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> Result:
+    """Two-stage prototype: v2, class-conditional across-answer drift share, BLUP removal, v2 again."""
+    stage1 = fit(queries)
+    normalizer = Normalizer.fit(np.vstack([q.matrix for q in queries]))
+    scores = [normalizer.transform(q.matrix) for q in queries]
+    post = [stage1.score(stage1.align(q.matrix, q.verifier_names), q.answers, q.task)[0] for q in queries]
+    x, p = np.vstack(scores), np.concatenate(post)[:, None]
+    seen = ~np.isnan(x)
+    mu1 = (p * seen * np.nan_to_num(x)).sum(0) / (p * seen).sum(0)
+    mu0 = ((1 - p) * seen * np.nan_to_num(x)).sum(0) / ((1 - p) * seen).sum(0)
+    resid = [s - (pq[:, None] * mu1 + (1 - pq[:, None]) * mu0) for s, pq in zip(scores, post, strict=True)]
+    num, den = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for q, r in zip(queries, resid, strict=True):
+        g, rz, obs = groups_of(q), np.nan_to_num(r), (~np.isnan(r)).astype(float)
+        num += rz.sum(0) ** 2 - (rz ** 2).sum(0)  # all ordered pairs i != k ...
+        for k in np.unique(g):
+            member = g == k
+            num -= rz[member].sum(0) ** 2 - (rz[member] ** 2).sum(0)  # ... less pairs with the same answer
+            den += (rz[member] ** 2).sum(0) * (obs.sum(0) - obs[member].sum(0))
+    kappa = np.clip(num / np.maximum(den, 1e-12), 0.0, 1.0)
+    corrected = []
+    for q, s, r in zip(queries, scores, resid, strict=True):
+        n = (~np.isnan(s)).sum(0)
+        shrink = n * kappa / np.maximum(1 + (n - 1) * kappa, 1e-12)
+        drift = shrink * np.nan_to_num(r).sum(0) / np.maximum(n, 1)
+        corrected.append(replace(q, matrix=s - drift))
+    return evaluate(fit(corrected), corrected, labels)
+
+
+def rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> dict[str, Result]:
+    model = fit(queries)
+    counted = label_tables(model, queries, labels)
+    print(f"fit objective: EM {objective(model, queries):.1f}, tables from labels {objective(counted, queries):.1f}")
+    return {"v2 default": evaluate(model, queries, labels),
+            "v2 structure, tables from labels (ceiling)": evaluate(counted, queries, labels),
+            "v2, per-query drift removed (prototype)": drift_removed(queries, labels)}
+
+
+def simulated(seed: int, n_queries: int, samples: int, drift: bool) -> tuple[list[QueryScores], list[np.ndarray]]:
+    verifiers = DEFAULT_VERIFIERS if drift else tuple(replace(v, query_sd=0.0) for v in DEFAULT_VERIFIERS)
+    # the ablation's worlds: 11x the queries are drawn (the rest train its supervised baseline), the first used
+    sim = simulate_realistic(RealisticConfig(n_queries=11 * n_queries, n_samples=samples, seed=seed), verifiers)
+    names = sim.verifier_names
+    sets = zip(sim.sets[:n_queries], sim.answers[:n_queries], strict=True)
+    return [QueryScores(cs.score_matrix(names), names, a) for cs, a in sets], sim.labels[:n_queries]
+
+
+def print_rows(title: str, results: dict[str, Result], labels: Sequence[np.ndarray]) -> None:
+    print(f"\n{title}\n| variant | accuracy % | ECE |\n|---|---|---|")
+    y = np.concatenate(list(labels))
+    for name, (hits, probs) in results.items():
+        print(f"| {name} | {100 * np.mean(hits):.1f} | {expected_calibration_error(np.concatenate(probs), y):.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--samples", default="4,32")
+    parser.add_argument("--dev-scores", type=Path, default=Path(".cache/scores-gsm8k_gpt3_dev.jsonl"))
+    parser.add_argument("--dev-verifiers", default="cpu-default")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    for samples in [int(s) for s in args.samples.split(",") if s.strip()] if seeds else []:
+        pooled: dict[str, Result] = {}
+        truth: list[np.ndarray] = []
+        no_drift_truth: list[np.ndarray] = []
+        for seed in seeds:
+            queries, labels = simulated(seed, args.queries, samples, drift=True)
+            plain, plain_labels = simulated(seed, args.queries, samples, drift=False)
+            result = rows(queries, labels)
+            result[NO_DRIFT] = evaluate(fit(plain), plain, plain_labels)
+            truth += labels
+            no_drift_truth += plain_labels
+            for name, (hits, probs) in result.items():
+                pooled.setdefault(name, ([], []))
+                pooled[name][0].extend(hits)
+                pooled[name][1].extend(probs)
+        print_rows(f"Realistic simulator, seeds {seeds}, {args.queries} queries x {samples} candidates",
+                   {k: v for k, v in pooled.items() if k != NO_DRIFT}, truth)
+        print_rows("same seeds, world without per-query drift", {NO_DRIFT: pooled[NO_DRIFT]}, no_drift_truth)
+    data = Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
+    if args.dev_scores.exists() and data.exists():
+        from models.answers import extract_answer
+        from models.data import load_candidate_sets
+        from workers.offline import score_candidate_sets
+
+        sets = load_candidate_sets(data)
+        names, matrices = score_candidate_sets(sets, args.dev_verifiers, cache_path=args.dev_scores, progress=False)
+        queries = [QueryScores(m, tuple(names), tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
+                   for m, cs in zip(matrices, sets, strict=True)]
+        maybe = [cs.labels for cs in sets]
+        labels = [y for y in maybe if y is not None]
+        if len(labels) != len(maybe):
+            raise SystemExit("the dev set needs correctness labels for every query")
+        print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(queries, labels), labels)
+    else:
+        print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
+
+
+if __name__ == "__main__":
+    main()
