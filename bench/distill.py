@@ -135,11 +135,14 @@ async def time_requests(sets: list[CandidateSet], profiles: dict[str, list[str]]
     return times, notes
 
 
-def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str) -> tuple[list[QueryScores], str]:
+def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str,
+                  verifier_cache: Path | None = None) -> tuple[list[QueryScores], str]:
     """Teacher scores through the Worker, reused from ``path`` when it holds the same profile and sets.
 
     Scoring the dev set with the ``cpu-default`` judge takes many minutes on a CPU; the cache lets
-    training-side changes be re-benchmarked without paying for it again.
+    training-side changes be re-benchmarked without paying for it again. ``verifier_cache``: score through
+    ``workers.offline`` (the batchers ``weaver eval --verifiers`` uses) with that JSON Lines score cache
+    instead, so one scoring run serves both commands.
     """
     import json
 
@@ -153,13 +156,26 @@ def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str) -> 
                                    tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
                        for m, cs in zip(saved["matrices"], sets, strict=True)]
             return queries, saved["note"] + f" (cached in {path})"
-    queries, note = asyncio.run(score_with_worker(sets, profile))
+    if verifier_cache is not None:
+        queries, note = score_offline(sets, profile, verifier_cache)
+    else:
+        queries, note = asyncio.run(score_with_worker(sets, profile))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         matrices = [[[None if np.isnan(v) else float(v) for v in row] for row in q.matrix] for q in queries]
         path.write_text(json.dumps({"key": key, "names": list(queries[0].verifier_names), "note": note,
                                     "matrices": matrices}))
     return queries, note
+
+
+def score_offline(sets: list[CandidateSet], profile: str, cache: Path) -> tuple[list[QueryScores], str]:
+    from models.answers import extract_answer
+    from workers.offline import score_candidate_sets
+
+    names, matrices = score_candidate_sets(sets, profile, cache_path=cache)
+    queries = [QueryScores(m, tuple(names), tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
+               for m, cs in zip(matrices, sets, strict=True)]
+    return queries, f"verifiers {', '.join(names)} through workers.offline (score cache {cache})"
 
 
 def accuracy(queries: list[DistillQuery], picks: list[int]) -> float:
@@ -199,6 +215,9 @@ def parse_args() -> argparse.Namespace:
                         help="teacher verifiers: a workers profile, or verifier names separated by commas")
     parser.add_argument("--scores-cache", type=Path, default=None,
                         help="JSON file keeping the teacher's verifier scores between runs")
+    parser.add_argument("--verifier-cache", type=Path, default=None,
+                        help="score through workers.offline with this JSON Lines score cache (the one `weaver eval "
+                             "--verifiers PROFILE` fills, e.g. .cache/scores-gsm8k_gpt3_dev.jsonl)")
     parser.add_argument("--students", default="pairwise,context",
                         help="student kinds: pairwise (query, candidate) only; context adds the sibling features")
     parser.add_argument("--regimes", default="offline,semi-online")
@@ -355,7 +374,7 @@ def main() -> None:
 
     sets = load_candidate_sets(args.data or data_dir() / "gsm8k_gpt3_dev.jsonl")
     t0 = time.perf_counter()
-    queries, source_note = cached_scores(args.scores_cache, sets, args.profile)
+    queries, source_note = cached_scores(args.scores_cache, sets, args.profile, args.verifier_cache)
     print(f"scores: {source_note} ({time.perf_counter() - t0:.1f} s)")
     split = teacher_and_split(sets, queries, args.val_fraction, args.test_fraction, args.seed)
     weaver = split.teacher
