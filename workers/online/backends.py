@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from workers.online.runtime import OnlineRuntime
 
 log = logging.getLogger("weaver.online")
-LogEntry = tuple[ScoreRecord, dict[str, int] | None]  # a verified query and its selections (None: no request id)
+LogEntry = tuple[ScoreRecord, dict[str, int]]  # a verified query and every aggregator's selection
 FOLLOW_S = 0.2  # embedded mode: how often the store's pointer is re-read (a rollback lands within this)
 
 
@@ -32,8 +32,8 @@ class RefitBackend(Protocol):
     def close(self) -> None: ...
 
     def append(self, entries: list[LogEntry]) -> None:
-        """Log verified queries' scores (never a label) and, where given, each aggregator's selection for
-        feedback about ``record.request_id``."""
+        """Log verified queries' scores (never a label) and, for records with a request id, each
+        aggregator's selection, for feedback about that request."""
 
     def sync(self) -> None:
         """Apply the store's pointer now (after an in-process rollback or unpin)."""
@@ -69,7 +69,7 @@ class EmbeddedRefits:
     def append(self, entries: list[LogEntry]) -> None:
         for record, selections in entries:
             self.learner.observe(record)
-            if selections is not None and record.request_id:
+            if record.request_id:
                 self.accuracy.record(record.request_id, selections, record.matrix.shape[0])
         if self.learner.due():
             self._wake.set()
@@ -173,7 +173,7 @@ class RedisRefits:
         pipe = self.client.pipeline(transaction=True)
         for record, selections in entries:
             self.score_log.queue_append(pipe, record)
-            if selections is not None and record.request_id:
+            if record.request_id:
                 self.accuracy.queue_record(pipe, record.request_id, selections, record.matrix.shape[0])
         pipe.execute()
 

@@ -170,9 +170,9 @@ class OnlineRuntime:
                 served: tuple[str, int] | None = None) -> dict[str, int]:
         """Log one verified query and remember every aggregator's selection (plus ``served``: the aggregator
         that answered and its pick, when it is not one of them); returns the selections."""
-        entry = self._entry(record, answers, served)
-        self.backend.append([entry])
-        return entry[1] or {}
+        record, selections = self._entry(record, answers, served)
+        self.backend.append([(record, selections)])
+        return selections
 
     def observe_later(self, job: Job | None, result: JobResult) -> bool:
         """Log a finished job on the traffic thread; returns at once (False: dropped, the backlog is full)."""
@@ -183,7 +183,7 @@ class OnlineRuntime:
         if not entries:
             return None
         self.backend.append(entries)
-        return entries[0][1] or {}
+        return entries[0][1]
 
     def observe_results(self, finished: list[tuple[Job | None, JobResult]]) -> None:
         """Log a batch of finished jobs in one write (the traffic thread's sink)."""
@@ -213,7 +213,7 @@ class OnlineRuntime:
         selections = shadow_selections(query, self.holder.model)
         if served is not None and served[0] not in selections:
             selections[served[0]] = served[1]
-        return record, (selections if record.request_id else None)
+        return record, selections  # the backends keep selections only for records with a request id
 
     def feedback(self, request_id: str, candidate_index: int, correct: bool) -> FeedbackResult:
         """Store a label for evaluation. The refit path never reads it."""
