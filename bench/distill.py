@@ -157,7 +157,9 @@ def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str,
                        for m, cs in zip(saved["matrices"], sets, strict=True)]
             return queries, saved["note"] + f" (cached in {path})"
     if verifier_cache is not None:
-        queries, note = score_offline(sets, profile, verifier_cache)
+        from service.cli.common import build_queries  # what `weaver eval --verifiers` scores with
+
+        queries, note = build_queries(sets, profile, verifier_cache)
     else:
         queries, note = asyncio.run(score_with_worker(sets, profile))
     if path is not None:
@@ -166,16 +168,6 @@ def cached_scores(path: Path | None, sets: list[CandidateSet], profile: str,
         path.write_text(json.dumps({"key": key, "names": list(queries[0].verifier_names), "note": note,
                                     "matrices": matrices}))
     return queries, note
-
-
-def score_offline(sets: list[CandidateSet], profile: str, cache: Path) -> tuple[list[QueryScores], str]:
-    from models.answers import extract_answer
-    from workers.offline import score_candidate_sets
-
-    names, matrices = score_candidate_sets(sets, profile, cache_path=cache)
-    queries = [QueryScores(m, tuple(names), tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
-               for m, cs in zip(matrices, sets, strict=True)]
-    return queries, f"verifiers {', '.join(names)} through workers.offline (score cache {cache})"
 
 
 def accuracy(queries: list[DistillQuery], picks: list[int]) -> float:

@@ -33,13 +33,21 @@ async def test_an_observation_does_not_hold_the_caller_and_later_calls_run_after
     traffic.close()
 
 
-async def test_a_burst_is_logged_as_one_batch() -> None:
+async def test_what_queues_up_while_the_thread_is_busy_is_logged_as_one_batch() -> None:
+    release = threading.Event()
     batches: list[list[int]] = []
-    traffic: TrafficLog[int] = TrafficLog(batches.append, linger_s=0.2)
+
+    def sink(batch: list[int]) -> None:
+        release.wait(10)
+        batches.append(batch)
+
+    traffic: TrafficLog[int] = TrafficLog(sink)
     for i in range(10):
         traffic.observe(i)
+    release.set()
     await traffic.call(lambda: None)
-    assert batches == [list(range(10))]
+    assert [i for batch in batches for i in batch] == list(range(10))
+    assert len(batches) <= 2  # the first item alone at most, then the nine that queued behind it together
     traffic.close()
 
 
@@ -51,7 +59,7 @@ async def test_the_backlog_is_bounded_and_what_it_drops_is_counted() -> None:
         release.wait(10)
         logged.extend(batch)
 
-    traffic: TrafficLog[int] = TrafficLog(blocked_sink, max_pending=2, linger_s=0.0)
+    traffic: TrafficLog[int] = TrafficLog(blocked_sink, max_pending=2)
     before = dropped()
     accepted = [traffic.observe(i) for i in range(5)]
     assert accepted == [True, True, False, False, False]

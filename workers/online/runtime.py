@@ -1,7 +1,7 @@
 """``OnlineRuntime``: the one object a gateway or worker holds for online learning, in either mode.
 
-``observe_result`` after every verified request (append the scores, record every aggregator's
-selection for feedback), ``model`` for the version to serve (swapped atomically: one reference),
+``observe_later`` after every verified request (append the scores, record every aggregator's
+selection for feedback, on the traffic thread), ``model`` for the version to serve (swapped atomically: one reference),
 ``feedback`` for labels (evaluation only), ``status`` for diagnostics.
 """
 
@@ -177,13 +177,6 @@ class OnlineRuntime:
     def observe_later(self, job: Job | None, result: JobResult) -> bool:
         """Log a finished job on the traffic thread; returns at once (False: dropped, the backlog is full)."""
         return self.traffic.observe((job, result))
-
-    def observe_result(self, job: Job | None, result: JobResult) -> dict[str, int] | None:
-        entries = self._entries([(job, result)])
-        if not entries:
-            return None
-        self.backend.append(entries)
-        return entries[0][1]
 
     def observe_results(self, finished: list[tuple[Job | None, JobResult]]) -> None:
         """Log a batch of finished jobs in one write (the traffic thread's sink)."""

@@ -4,7 +4,8 @@ Observing a finished job (appending its scores to the log, recording every aggre
 feedback) is CPU work and, in Redis mode, a network write. Awaiting it in a thread put a thread hop on
 every answer for work the client does not need, and a thread per answer contends with the event loop
 for the GIL. ``TrafficLog`` hands observations to one dedicated thread and returns at once; the thread
-lets a burst gather for a few milliseconds and logs it as one batch (one Redis round trip).
+logs whatever queued up while it was busy as one batch (one Redis round trip). It does not wait for a
+burst to gather: its CPU would then arrive in larger bursts that hold the GIL while requests wait.
 
 One thread keeps the order: feedback about a request runs on the same thread, after that request's
 observation, so a client that sends feedback right after its answer is never told "unknown request".
@@ -19,7 +20,6 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -51,10 +51,8 @@ class TrafficLog(Generic[T]):
     """A single ordered thread: observations (fire and forget, bounded, logged in batches through ``sink``)
     and the calls that must see them (``call``: feedback)."""
 
-    def __init__(self, sink: Callable[[list[T]], object], *, max_pending: int = 1024, linger_s: float = 0.0,
-                 max_batch: int = 256) -> None:
+    def __init__(self, sink: Callable[[list[T]], object], *, max_pending: int = 1024, max_batch: int = 256) -> None:
         self.sink = sink
-        self.linger_s = linger_s
         self.max_batch = max_batch
         self._slots = threading.BoundedSemaphore(max_pending)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -90,10 +88,7 @@ class TrafficLog(Generic[T]):
     # -- the thread ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is not _STOP and not isinstance(first, _Call) and self.linger_s > 0:
-                time.sleep(self.linger_s)  # let a burst gather: puts meanwhile wake nobody
-            items = [first]
+            items = [self._queue.get()]
             while len(items) < self.max_batch:
                 try:
                     items.append(self._queue.get_nowait())
