@@ -1,0 +1,151 @@
+"""Compute by need: when is a query's choice settled, which verifiers run in which stage, how many samples.
+
+The worker (verifier cascade, adaptive N) and the offline replay (``weaver cascade``) take their decisions
+here, so a policy measured offline is the policy served. Pure numpy; no web or worker code.
+
+- ``plan_stages``: verifiers ordered by measured cost, cheap ones together in the first stage.
+- ``SettleRule.decide``: after a stage (or a sampling round), is the top answer group settled? With a
+  probabilistic aggregator (the label model) the rule reads its posterior per answer group; without one
+  (cold start) it reads the answer vote as Adaptive-Consistency does (Aggarwal et al., 2023): the
+  probability, under a uniform Beta prior, that the leading answer's share exceeds the runner-up's.
+- ``sample_rounds``: the cumulative candidate counts of adaptive N (2, 4, 8, ... up to N).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import betainc
+
+CHEAP_STAGE_S = 0.005  # verifiers at most this many seconds per candidate share the first stage
+
+STOP_SETTLED = "settled"  # the rule says the choice will not change
+STOP_BUDGET = "budget"  # the next stage (or round) would pass the compute budget
+STOP_EXHAUSTED = "exhausted"  # every stage ran (or N candidates were sampled) without settling
+STOP_DISABLED = "disabled"  # the request or the configuration turned the policy off
+STOP_NO_MODEL = "no_model"  # the cascade needs a posterior; without a label model every verifier runs
+STOP_REASONS = (STOP_SETTLED, STOP_BUDGET, STOP_EXHAUSTED, STOP_DISABLED, STOP_NO_MODEL)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to stop, why (for the response's diagnostics), and the numbers the rule looked at."""
+
+    settled: bool
+    reason: str
+    top: float  # P(top group right), or P(the leading answer leads) for the vote
+    margin: float  # top minus the best candidate outside the top group (label model only; NaN for the vote)
+
+
+@dataclass(frozen=True)
+class SettleRule:
+    """Settled when the top group's probability reaches ``confidence`` or leads the runner-up by ``margin``.
+
+    ``vote_confidence`` is the threshold of the label-free vote rule (0.95 as in Adaptive-Consistency).
+    """
+
+    confidence: float = 0.9
+    margin: float = 0.5
+    vote_confidence: float = 0.95
+
+    def decide(self, scores: np.ndarray, groups: Sequence[int], is_probability: bool) -> Decision:
+        """``scores``: per candidate, P(correct) when ``is_probability``; ``groups`` from ``group_answers``."""
+        if is_probability:
+            return self._decide_posterior(np.asarray(scores, dtype=float), groups)
+        return self.decide_vote(groups)
+
+    def _decide_posterior(self, scores: np.ndarray, groups: Sequence[int]) -> Decision:
+        finite = np.where(np.isfinite(scores), scores, -np.inf)
+        if finite.size == 0 or not np.isfinite(finite).any():
+            return Decision(False, "no usable posterior", float("nan"), float("nan"))
+        best = int(np.argmax(finite))
+        top = float(finite[best])
+        group = np.asarray(groups, dtype=np.int64) if len(groups) == finite.size else np.full(finite.size, -1)
+        same = (group == group[best]) & (group[best] >= 0)
+        same[best] = True
+        rest = finite[~same]
+        runner_up = float(rest.max()) if rest.size and np.isfinite(rest.max()) else 0.0
+        margin = top - runner_up
+        if top >= self.confidence:
+            return Decision(True, f"P(top answer) {top:.3f} >= {self.confidence}", top, margin)
+        if margin >= self.margin:
+            return Decision(True, f"lead over the runner-up {margin:.3f} >= {self.margin}", top, margin)
+        return Decision(False, f"P(top answer) {top:.3f}, lead {margin:.3f}", top, margin)
+
+    def decide_vote(self, groups: Sequence[int]) -> Decision:
+        lead = vote_lead_probability(groups)
+        if lead >= self.vote_confidence:
+            return Decision(True, f"P(leading answer leads) {lead:.3f} >= {self.vote_confidence}", lead, float("nan"))
+        return Decision(False, f"P(leading answer leads) {lead:.3f}", lead, float("nan"))
+
+
+def vote_lead_probability(groups: Sequence[int]) -> float:
+    """P(the most frequent answer's share exceeds the runner-up's) under Beta(v1 + 1, v2 + 1).
+
+    Candidates without an answer (group -1) count for no answer. 0 when no candidate has an answer.
+    """
+    counts = np.bincount(np.array([g for g in groups if g >= 0], dtype=np.int64))
+    if counts.size == 0:
+        return 0.0
+    ordered = np.sort(counts)[::-1]
+    first = float(ordered[0])
+    second = float(ordered[1]) if ordered.size > 1 else 0.0
+    return float(1.0 - betainc(first + 1.0, second + 1.0, 0.5))
+
+
+def plan_stages(names: Sequence[str], costs: Mapping[str, float], cheap_s: float = CHEAP_STAGE_S) -> list[list[str]]:
+    """Stages from cheap to expensive: every verifier costing <= ``cheap_s`` per candidate in the first one
+    (waiting for a decision would cost more than running them), then one stage per verifier by cost.
+    A verifier without a measured cost counts as the most expensive (it runs last)."""
+    order = sorted(names, key=lambda n: (costs.get(n, float("inf")), list(names).index(n)))
+    cheap = [n for n in order if costs.get(n, float("inf")) <= cheap_s]
+    stages = [cheap] if cheap else []
+    stages += [[n] for n in order if n not in cheap]
+    return stages
+
+
+def stage_cost(stage: Sequence[str], costs: Mapping[str, float]) -> float:
+    """Seconds per candidate for one stage; an unmeasured verifier adds nothing it can be charged for yet."""
+    return float(sum(c for c in (costs.get(n, 0.0) for n in stage) if np.isfinite(c)))
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """The verifier cascade of one request: stages, their costs, the rule and the budget.
+
+    The caller scores ``stages[0]`` (always: a request gets at least its cheapest verifiers), asks the
+    rule, and calls ``stop_reason`` before each further stage; ``None`` means run ``stages[index]``.
+    """
+
+    stages: tuple[tuple[str, ...], ...]
+    costs: Mapping[str, float]
+    rule: SettleRule
+    budget_s: float | None = None  # verifier seconds per candidate; None: no cap
+
+    @classmethod
+    def plan(cls, names: Sequence[str], costs: Mapping[str, float], rule: SettleRule,
+             budget_s: float | None = None, cheap_s: float = CHEAP_STAGE_S) -> Cascade:
+        stages = tuple(tuple(stage) for stage in plan_stages(names, costs, cheap_s))
+        return cls(stages, dict(costs), rule, budget_s)
+
+    def stop_reason(self, index: int, spent_s: float, decision: Decision) -> str | None:
+        """Why to stop before running ``stages[index]`` (``spent_s`` per candidate so far), or None to run it."""
+        if decision.settled:
+            return STOP_SETTLED
+        if index >= len(self.stages):
+            return STOP_EXHAUSTED
+        if self.budget_s is not None and spent_s + stage_cost(self.stages[index], self.costs) > self.budget_s:
+            return STOP_BUDGET
+        return None
+
+
+def sample_rounds(n_max: int, first: int = 2) -> list[int]:
+    """Cumulative candidate counts per round: ``first``, then doubling, ending exactly at ``n_max``."""
+    if n_max <= first:
+        return [n_max]
+    out = [first]
+    while out[-1] < n_max:
+        out.append(min(out[-1] * 2, n_max))
+    return out
