@@ -26,6 +26,8 @@ from workers.verifiers.base import GroupItem, Item, Score, Scored, Verifier
 
 log = logging.getLogger(__name__)
 
+COST_SMOOTHING = 0.2  # weight of the newest batch in the measured cost per candidate
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -71,6 +73,20 @@ class BatcherStats:
     timeouts: int = 0
     dropped_cancelled: int = 0
     cancelled_batches: int = 0  # running batches cancelled because all their callers had gone
+    # measured cost: moving average of a successful batch's wall seconds per candidate (None before one ran)
+    seconds_per_candidate: float | None = None
+
+    def observe_cost(self, seconds: float, candidates: int) -> None:
+        """Fold one successful batch into the moving average (weight 0.2: about the last five batches)."""
+        if candidates <= 0:
+            return
+        cost = seconds / candidates
+        previous = self.seconds_per_candidate
+        self.seconds_per_candidate = cost if previous is None else previous + COST_SMOOTHING * (cost - previous)
+
+
+def _candidates(item: Item) -> int:
+    return len(item.candidates) if isinstance(item, GroupItem) else 1
 
 
 def _check(verifier: Verifier, item: Item, value: Score | Scored) -> Outcome:
@@ -115,6 +131,12 @@ class VerifierBatcher:
             self._collector = asyncio.get_running_loop().create_task(
                 self._collect(), name=f"batcher-{self.verifier.name}")
         return self._queue
+
+    @property
+    def cost_s(self) -> float:
+        """Seconds per candidate on this worker: measured when a batch has run, else the verifier's prior."""
+        measured = self.stats.seconds_per_candidate
+        return measured if measured is not None else self.verifier.expected_cost_s
 
     async def submit(self, items: Sequence[Item]) -> list[Outcome]:
         """Score items (in order). Never raises for verifier failures: they come back as error outcomes."""
@@ -242,7 +264,10 @@ class VerifierBatcher:
             values = await asyncio.wait_for(self.verifier.score(items, self.executor), timeout)
             if len(values) != len(items):
                 raise ValueError(f"{self.verifier.name} returned {len(values)} scores for {len(items)} items")
-            return [_check(self.verifier, item, value) for item, value in zip(items, values, strict=True)]
+            checked = [_check(self.verifier, item, value) for item, value in zip(items, values, strict=True)]
+            if not any(o.error for o in checked):
+                self.stats.observe_cost(time.perf_counter() - start, sum(_candidates(item) for item in items))
+            return checked
         except TimeoutError:
             self.stats.timeouts += 1
             message = f"timeout after {timeout:g}s (batch of {len(items)}, {time.perf_counter() - start:.1f}s)"

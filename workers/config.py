@@ -39,6 +39,27 @@ class AggregationConfig(BaseModel):
     cascade_min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # ... or below this top probability
 
 
+class AdaptiveConfig(BaseModel):
+    """Compute by need (workers/adaptive_job.py): server defaults; requests override cascade, budget, adaptive_n."""
+
+    model_config = ConfigDict(extra="forbid")
+    cascade: bool = Field(True, description=(
+        "run verifiers in stages from cheap to expensive (measured seconds per candidate) and stop once the "
+        "label model's choice is settled; without a fitted label model every verifier runs"))
+    adaptive_n: bool = Field(False, description=(
+        "chat: sample candidates in rounds (first_round, then doubling up to n_candidates) until settled"))
+    first_round: int = Field(2, ge=1, description="candidates in adaptive N's first round")
+    confidence: float = Field(0.9, gt=0.0, le=1.0, description="settled when P(top answer group right) >= this")
+    margin: float = Field(0.5, gt=0.0, le=1.0, description="... or when it leads the runner-up group by this")
+    vote_confidence: float = Field(0.95, gt=0.0, le=1.0, description=(
+        "without a label model, adaptive N stops when P(leading answer's share > runner-up's) >= this "
+        "(Adaptive-Consistency's Beta rule)"))
+    budget_s: float | None = Field(None, ge=0.0, description=(
+        "verifier seconds per candidate a request may spend (the cascade skips stages past it); null: no cap"))
+    cheap_stage_s: float = Field(0.005, ge=0.0, description=(
+        "verifiers at most this many seconds per candidate run together in the first stage"))
+
+
 class CacheConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     memory_size: int = Field(100_000, ge=0)  # LRU entries; 0 disables the in-memory cache
@@ -56,6 +77,7 @@ class WorkerConfig(BaseModel):
     default_profile: str | None = None
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     gpu_memory_budget: float | None = Field(None, gt=0.0, le=1.0, description=(
         "fraction of the GPU's memory this worker's vLLM engines may claim together (generator + vllm_reward / "
         "vllm_judge, each its gpu_memory_utilization; unstated: vLLM's 0.9); checked at start, an engine past it "

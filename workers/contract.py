@@ -64,6 +64,10 @@ class Job(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)  # verifier inputs, e.g. {"tests": [...]} for code_tests
     # unix seconds, set once by the gateway; every stage enforces it (the job is cancelled when it passes)
     deadline: float = Field(default_factory=lambda: time.time() + 300.0)
+    # compute by need (workers/adaptive_job.py); None: the worker's configured default
+    cascade: bool | None = None  # run verifiers in cost-ordered stages and stop once the choice is settled
+    budget_s: float | None = Field(None, ge=0.0)  # verifier seconds per candidate the cascade may spend
+    adaptive_n: bool | None = None  # generate: sample in rounds (2, 4, 8, ... n_candidates) until settled
     fingerprint: str | None = None  # with an Idempotency-Key: digest of the request, so a reused key is caught
     enqueued_at: float | None = None  # unix seconds, set by the queue (queue-wait metrics)
 
@@ -98,6 +102,7 @@ class VerifierDiagnostics(BaseModel):
     latency_s: float
     error: str | None = None
     notes: list[str | None] | None = None  # per candidate, why it got its score (e.g. code_tests failures)
+    skipped: str | None = None  # why the verifier cascade did not run it (its scores are then abstentions)
 
 
 class GenerationInfo(BaseModel):
@@ -109,6 +114,26 @@ class GenerationInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+
+
+class ComputeInfo(BaseModel):
+    """What a job spent on generation and verification, and why it stopped (compute by need)."""
+
+    cascade: bool  # verifiers ran in cost-ordered stages with the settle rule between them
+    adaptive_n: bool  # candidates were sampled in rounds
+    candidates_requested: int
+    candidates_generated: int  # for rerank: the given candidates
+    rounds: list[int] = Field(default_factory=list)  # cumulative candidates after each sampling round
+    stages: list[list[str]] = Field(default_factory=list)  # the cascade's stages, cheapest first
+    verifiers_run: list[str] = Field(default_factory=list)
+    verifiers_skipped: list[str] = Field(default_factory=list)
+    verifier_calls: int = 0  # (verifier, candidate) scorings asked for, over all rounds (cache hits included)
+    verifier_seconds: float = 0.0  # estimated: measured seconds per candidate x candidates scored
+    full_verifier_seconds: float = 0.0  # the same estimate for every verifier on every requested candidate
+    budget_s: float | None = None
+    stop_reason: str = ""  # verification: settled | budget | exhausted | disabled | no_model
+    sampling_stop_reason: str | None = None  # adaptive N: settled | exhausted (None without rounds)
+    detail: str = ""  # the settle rule's numbers at the stop, e.g. "P(top answer) 0.953 >= 0.9"
 
 
 class JobResult(BaseModel):
@@ -127,5 +152,6 @@ class JobResult(BaseModel):
     scores: list[list[float | None]] = Field(default_factory=list)  # candidates x verifiers, raw
     diagnostics: list[VerifierDiagnostics] = Field(default_factory=list)
     generation: GenerationInfo | None = None
+    compute: ComputeInfo | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # stage -> seconds
     worker: str = ""

@@ -14,16 +14,17 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models import label_models
+from models.adaptive import Decision
 from models.aggregators import QueryScores, Ranking
-from models.answers import extract_answer
+from models.answers import extract_answer, group_answers
 from models.label_models import LabelModel
+from workers.adaptive_job import Candidates, ComputeLoop, Policy
 from workers.aggregation import AggregatorRegistry, RankFunction, ScoringPlan, UnknownAggregator
 from workers.batching import Outcome, VerifierBatcher
 from workers.cache import ScoreCache, build_cache
@@ -50,14 +51,6 @@ class JobError(Exception):
     def __init__(self, message: str, error_type: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.error_type = error_type
-
-
-@dataclass
-class _Candidates:
-    texts: list[str]
-    finish_reasons: list[str | None]
-    completion_tokens: list[int]
-    generation: GenerationInfo | None
 
 
 class Worker:
@@ -188,8 +181,14 @@ class Worker:
                 stats = self._batchers[spec.name].stats
                 entry["stats"] = {"items": stats.items, "cache_hits": stats.cache_hits, "deduped": stats.deduped,
                                   "batches": stats.batches, "errors": stats.errors, "timeouts": stats.timeouts}
+                entry["cost_s_per_candidate"] = self._batchers[spec.name].cost_s
+                entry["cost_measured"] = stats.seconds_per_candidate is not None
             out.append(entry)
         return out
+
+    def verifier_costs(self) -> dict[str, float]:
+        """Seconds per candidate of every loaded verifier (measured, or the type's prior until measured)."""
+        return {name: batcher.cost_s for name, batcher in self._batchers.items()}
 
     def available_verifiers(self) -> list[str]:
         return [spec.name for spec in self.config.verifiers if spec.name in self._verifiers]
@@ -245,18 +244,25 @@ class Worker:
                 self.aggregators.check(job.aggregator)
             except UnknownAggregator as exc:
                 raise JobError(str(exc), "invalid_request_error") from exc
-            t = time.perf_counter()
-            candidates = await self._candidates(job)
-            timings["generation"] = time.perf_counter() - t
-            t = time.perf_counter()
-            plan = self.aggregators.plan(job.aggregator)
-            if plan is not None:
-                names, columns = await plan(names, lambda name: self._score_column(name, job, candidates.texts))
+            own_plan = self.aggregators.plan(job.aggregator)
+            policy = Policy.resolve(job, self.config.adaptive, own_plan is not None)
+            if own_plan is not None:
+                t = time.perf_counter()
+                candidates = await self._candidates(job, 0, self._requested(job))
+                timings["generation"] = time.perf_counter() - t
+                t = time.perf_counter()
+                names, columns = await own_plan(names, lambda name: self._score_column(name, job, candidates.texts))
+                timings["verification"] = time.perf_counter() - t
+                compute, skipped = None, {}
             else:
-                columns = await asyncio.gather(*(self._score_column(name, job, candidates.texts) for name in names))
-            timings["verification"] = time.perf_counter() - t
+                outcome = await self._compute_loop(job, names, policy).run(self._requested(job))
+                candidates, columns, compute, skipped = (outcome.candidates, outcome.columns, outcome.compute,
+                                                         outcome.skipped)
+                timings["generation"] = outcome.generation_s
+                timings["verification"] = outcome.verification_s
             t = time.perf_counter()
-            result = self._aggregate(job, names, candidates, list(columns))
+            result = self._aggregate(job, names, candidates, list(columns), skipped)
+            result.compute = compute
             timings["aggregation"] = time.perf_counter() - t
         except JobError as exc:
             result = JobResult(id=job.id, status="error", error=str(exc), error_type=exc.error_type)
@@ -289,33 +295,61 @@ class Worker:
             raise JobError("no verifiers selected")
         return names
 
-    async def _candidates(self, job: Job) -> _Candidates:
+    @staticmethod
+    def _requested(job: Job) -> int:
+        return len(job.candidates or []) if job.kind == "rerank" else job.n_candidates
+
+    async def _candidates(self, job: Job, start: int, count: int) -> Candidates:
+        """Candidates ``start`` .. ``start + count`` of the job: the given ones (rerank) or a sampling round."""
         if job.kind == "rerank":
-            texts = list(job.candidates or [])
-            return _Candidates(texts, [None] * len(texts), [0] * len(texts), None)
+            texts = list(job.candidates or [])[start:start + count]
+            return Candidates(texts, [None] * len(texts), [0] * len(texts), None)
         if self._generator is None:
             why = self._errors.get("generation", "no generation backend configured")
             raise JobError(f"this worker cannot generate: {why}", "service_unavailable")
         messages = job.messages or [ChatMessage(role="user", content=job.prompt)]
+        sampling = job.sampling
+        if start and sampling.seed is not None:  # a later round: its own seeds, or it repeats the first round
+            sampling = sampling.model_copy(update={"seed": sampling.seed + start})
         t = time.perf_counter()
         try:
-            output = await self._generator.generate(messages, job.n_candidates, job.sampling)
+            output = await self._generator.generate(messages, count, sampling)
         except PromptTooLongError as exc:  # the client's input, not a server fault: answer 400, not 500
             raise JobError(str(exc), "invalid_request_error") from exc
         latency = time.perf_counter() - t
         texts = [c.text for c in output.candidates]
         reason = output.reason
-        if len(texts) != job.n_candidates and not reason:
-            reason = f"backend returned {len(texts)} of {job.n_candidates} candidates without saying why"
+        if len(texts) != count and not reason:
+            reason = f"backend returned {len(texts)} of {count} candidates without saying why"
         info = GenerationInfo(backend=getattr(self._generator, "name", "unknown"),
                               model=getattr(self._generator, "model", ""), requested=job.n_candidates,
                               returned=len(texts), reason=reason, prompt_tokens=output.prompt_tokens,
                               completion_tokens=sum(c.completion_tokens for c in output.candidates),
                               latency_s=latency)
-        if not texts:
+        if not texts and not start:
             raise JobError(f"generation returned no candidates: {reason}", "generation_error")
-        return _Candidates(texts, [c.finish_reason for c in output.candidates],
-                           [c.completion_tokens for c in output.candidates], info)
+        return Candidates(texts, [c.finish_reason for c in output.candidates],
+                          [c.completion_tokens for c in output.candidates], info)
+
+    def _compute_loop(self, job: Job, names: list[str], policy: Policy) -> ComputeLoop:
+        costs = {name: self._batchers[name].cost_s for name in names if name in self._batchers}
+        groups = {name for name in names if name in self._verifiers and self._verifiers[name].granularity == "group"}
+
+        def decide(ran: list[str], columns: list[Column], texts: Sequence[str]) -> tuple[Decision, bool]:
+            query = self._query(job, ran, texts, columns)
+            ranking, _, _ = self.aggregators.rank(job.aggregator, job.task, query)
+            groups = group_answers(query.answers or ())
+            return policy.rule.decide(ranking.scores, groups, ranking.is_probability), ranking.is_probability
+
+        return ComputeLoop(policy, names, costs, groups, lambda start, count: self._candidates(job, start, count),
+                           lambda name, texts: self._score_column(name, job, texts), decide,
+                           posterior=job.aggregator == "weaver" and self.aggregators.model is not None)
+
+    @staticmethod
+    def _query(job: Job, names: list[str], texts: Sequence[str], columns: list[Column]) -> QueryScores:
+        matrix = np.array([c.values for c in columns], dtype=float).T.reshape(len(texts), len(names))
+        answers = tuple(extract_answer(t) for t in texts)
+        return QueryScores(matrix=matrix, verifier_names=tuple(names), answers=answers, task=job.task)
 
     async def _score_column(self, name: str, job: Job, texts: Sequence[str]) -> Column:
         verifier = self._verifiers.get(name)
@@ -340,13 +374,15 @@ class Worker:
             error = errors[0] if len(errors) == 1 else f"{errors[0]} ({len(errors)} items failed)"
         return Column(name, values, time.perf_counter() - t, error, notes)
 
-    def _aggregate(self, job: Job, names: list[str], given: _Candidates, columns: list[Column]) -> JobResult:
+    def _aggregate(self, job: Job, names: list[str], given: Candidates, columns: list[Column],
+                   skipped: dict[str, str]) -> JobResult:
         texts = given.texts
-        matrix = np.array([c.values for c in columns], dtype=float).T.reshape(len(texts), len(names))
-        answers = tuple(extract_answer(t) for t in texts)
-        query = QueryScores(matrix=matrix, verifier_names=tuple(names), answers=answers, task=job.task)
+        query = self._query(job, names, texts, columns)
+        matrix, answers = query.matrix, query.answers or ()
         ranking, note, model = self.aggregators.rank(job.aggregator, job.task, query)
         diagnostics = verifier_diagnostics(columns, matrix, names, model, ranking.aggregator, self._verifiers)
+        for row in diagnostics:
+            row.skipped = skipped.get(row.name)
         ranks = np.empty(len(texts), dtype=int)
         ranks[ranking.order] = np.arange(len(texts))
         candidates = [

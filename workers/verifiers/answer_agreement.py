@@ -15,6 +15,7 @@ from workers.verifiers.process_pool import ProcessPoolVerifier
 
 class AnswerAgreementVerifier(ProcessPoolVerifier):
     kind = "answer_agreement"
+    expected_cost_s = 1e-05
     granularity = "group"
     default_max_batch_size = 64
     default_max_wait_ms = 0.0

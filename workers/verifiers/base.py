@@ -65,6 +65,9 @@ class Verifier(ABC):  # noqa: B024 - subclasses override score_sync or score
     default_max_wait_ms: ClassVar[float] = 2.0
     default_timeout_s: ClassVar[float] = 60.0
     default_max_concurrency: ClassVar[int] = 1  # batches in flight when the spec does not say
+    # seconds per candidate before this worker has measured any (the verifier cascade orders stages by cost);
+    # a rough figure for a CPU worker, replaced by the batcher's moving average after the first batch
+    expected_cost_s: ClassVar[float] = 0.1
 
     def __init__(self, name: str, max_batch_size: int | None = None, max_wait_ms: float | None = None,
                  timeout_s: float | None = None) -> None:

@@ -50,6 +50,7 @@ def extract_program(candidate: str) -> str:
 
 class CodeTestsVerifier(Verifier):
     kind = "code_tests"
+    expected_cost_s = 0.5
     uses_context = True
     default_max_batch_size = 8
     default_max_wait_ms = 2.0

@@ -18,6 +18,7 @@ from workers.verifiers.base import GroupItem, Item, Score, Scored, Verifier
 
 class CrossEncoderVerifier(Verifier):
     kind = "cross_encoder"
+    expected_cost_s = 0.05
     granularity = "group"
     default_max_batch_size = 8  # groups: 8 requests of N candidates make one encoder batch
     default_max_wait_ms = 2.0

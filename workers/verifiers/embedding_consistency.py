@@ -29,6 +29,7 @@ def centrality(embeddings: np.ndarray) -> list[float]:
 
 class EmbeddingConsistencyVerifier(Verifier):
     kind = "embedding_consistency"
+    expected_cost_s = 0.05
     granularity = "group"
     default_max_batch_size = 16
     default_max_wait_ms = 5.0

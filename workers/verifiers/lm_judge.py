@@ -35,6 +35,7 @@ _SENTINEL = "\u2063WEAVER-CANDIDATE\u2063"
 
 class LMJudgeVerifier(Verifier):
     kind = "lm_judge"
+    expected_cost_s = 1.0
     default_max_batch_size = 16
     default_max_wait_ms = 10.0
     default_timeout_s = 120.0

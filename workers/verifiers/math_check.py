@@ -219,6 +219,7 @@ def consistency_score(solution: str, prompt: str | None = None) -> float:
 
 class MathCheckVerifier(ProcessPoolVerifier):
     kind = "math_check"
+    expected_cost_s = 0.001
     default_max_batch_size = 256
     default_max_wait_ms = 0.0
     default_timeout_s = 10.0

@@ -17,6 +17,7 @@ from workers.verifiers.base import Item, PairItem, Score, Scored, Verifier
 
 class RewardModelVerifier(Verifier):
     kind = "reward_model"
+    expected_cost_s = 0.5
     default_max_batch_size = 32
     default_max_wait_ms = 5.0
     default_timeout_s = 120.0
