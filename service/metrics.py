@@ -76,6 +76,31 @@ AGGREGATOR_INFO = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# compute by need (workers/adaptive_job.py): what requests spent against the fixed full-N, full-ensemble policy
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CANDIDATES_GENERATED = Histogram(
+    "weaver_candidates_generated", "Candidates a chat request sampled (adaptive N may stop before n_candidates)",
+    buckets=COUNT_BUCKETS,
+)
+VERIFIER_CALLS = Histogram(
+    "weaver_verifier_calls", "(verifier, candidate) scorings one request asked for (the cascade skips some)",
+    ["endpoint"], buckets=COUNT_BUCKETS,
+)
+COMPUTE_STOPS = Counter(
+    "weaver_compute_stops_total", "Why a request stopped verifying (phase=verification) or sampling (phase=sampling)",
+    ["phase", "reason"],
+)
+VERIFIER_COMPUTE = Counter(
+    "weaver_verifier_compute_seconds_total",
+    "Estimated verifier seconds (measured cost per candidate x candidates): spent, and what the full ensemble on "
+    "every requested candidate would have cost (scope=full)",
+    ["scope"],
+)
+SAMPLED = Counter(
+    "weaver_sampled_candidates_total", "Chat candidates sampled (scope=generated) against those requested",
+    ["scope"],
+)
+
 
 WORKER_SLOTS = Gauge(
     "weaver_worker_slots", "Job slots behind the queue: live workers x per-worker concurrency", multiprocess_mode="max"
@@ -155,7 +180,8 @@ def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
     if "aggregation" in timings:
         AGGREGATION_LATENCY.observe(timings["aggregation"])
     for diag in result.diagnostics:
-        VERIFIER_LATENCY.labels(diag.name).observe(diag.latency_s)
+        if diag.skipped is None:  # a verifier the cascade did not run has no latency to report
+            VERIFIER_LATENCY.labels(diag.name).observe(diag.latency_s)
         # both failure counters exist (at 0) for every verifier seen, so failure ratios are 0, not absent
         errors, timeouts = VERIFIER_ERRORS.labels(diag.name), VERIFIER_TIMEOUTS.labels(diag.name)
         if diag.error:
@@ -175,6 +201,23 @@ def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
         abstentions.inc()
     if result.aggregator:
         AGGREGATOR_INFO.labels(result.aggregator, result.aggregator_version or "").set(1)
+    if result.compute is not None:
+        observe_compute(endpoint, result)
+
+
+def observe_compute(endpoint: str, result: JobResult) -> None:
+    compute = result.compute
+    assert compute is not None
+    VERIFIER_CALLS.labels(endpoint).observe(compute.verifier_calls)
+    COMPUTE_STOPS.labels("verification", compute.stop_reason).inc()
+    VERIFIER_COMPUTE.labels("spent").inc(compute.verifier_seconds)
+    VERIFIER_COMPUTE.labels("full").inc(compute.full_verifier_seconds)
+    if result.generation is not None:
+        CANDIDATES_GENERATED.observe(compute.candidates_generated)
+        SAMPLED.labels("generated").inc(compute.candidates_generated)
+        SAMPLED.labels("requested").inc(compute.candidates_requested)
+    if compute.sampling_stop_reason is not None:
+        COMPUTE_STOPS.labels("sampling", compute.sampling_stop_reason).inc()
 
 
 def observe_request(endpoint: str, status: int, aggregator: str, seconds: float) -> None:

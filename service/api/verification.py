@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.errors import APIError, invalid, job_error
 from service.settings import Settings
-from workers.contract import AggregatorName, CandidateResult, GenerationInfo, JobResult, VerifierDiagnostics
+from workers.contract import (
+    AggregatorName,
+    CandidateResult,
+    ComputeInfo,
+    GenerationInfo,
+    JobResult,
+    VerifierDiagnostics,
+)
 from workers.queue.base import Catalog
 
 
@@ -26,6 +33,12 @@ class RerankVerification(BaseModel):
     min_confidence: float | None = Field(None, ge=0.0, le=1.0, description="below it the answer is an abstention")
     task: str | None = Field(None, description="task name for per-task label models")
     context: dict[str, Any] = Field(default_factory=dict, description="verifier inputs, e.g. {'tests': [...]}")
+    cascade: bool | None = Field(None, description=(
+        "run verifiers from cheap to expensive and stop once the label model's choice is settled; "
+        "default: the worker's configuration (on)"))
+    budget: float | None = Field(None, ge=0.0, description=(
+        "verifier compute the cascade may spend, in seconds per candidate (each verifier's measured cost); "
+        "default: the worker's configuration (no cap)"))
 
     @model_validator(mode="after")
     def _one_selection(self) -> RerankVerification:
@@ -39,6 +52,9 @@ class RerankVerification(BaseModel):
 class ChatVerification(RerankVerification):
     n_candidates: int | None = Field(None, ge=1, description="candidates to sample; default from settings")
     return_candidates: bool = Field(False, description="include every candidate with its score and rank")
+    adaptive_n: bool | None = Field(None, description=(
+        "sample candidates in rounds (2, 4, 8, ... up to n_candidates) and stop once the choice is settled; "
+        "default: the worker's configuration (off)"))
 
 
 class VerificationReport(BaseModel):
@@ -56,6 +72,7 @@ class VerificationReport(BaseModel):
     verifiers: list[VerifierDiagnostics]
     candidates: list[CandidateResult] | None = None
     generation: GenerationInfo | None = None
+    compute: ComputeInfo | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     worker: str = ""
 
@@ -133,6 +150,7 @@ def report(result: JobResult, min_confidence: float | None, *, with_candidates: 
         verifiers=result.diagnostics,
         candidates=result.candidates if with_candidates else None,
         generation=result.generation,
+        compute=result.compute,
         timings=result.timings,
         worker=result.worker,
     )
@@ -160,6 +178,9 @@ def verification_header(block: VerificationReport) -> dict[str, str]:
         "aggregator": block.aggregator,
         "aggregator_version": block.aggregator_version,
         "note": block.note[:200],
+        "compute": None if block.compute is None else {
+            "candidates": block.compute.candidates_generated, "verifiers_run": block.compute.verifiers_run,
+            "stop_reason": block.compute.stop_reason, "sampling_stop_reason": block.compute.sampling_stop_reason},
         "verifiers": [
             {"name": v.name, "kept": v.kept, "estimated_accuracy": _finite(v.estimated_accuracy),
              "error": None if v.error is None else v.error[:120]}

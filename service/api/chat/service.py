@@ -91,6 +91,9 @@ async def build_job(request: ChatCompletionRequest, state: GatewayState) -> Job:
         aggregator=options.aggregator,
         task=options.task,
         context=options.context,
+        cascade=options.cascade,
+        budget_s=options.budget,
+        adaptive_n=options.adaptive_n,
         deadline=deadline(settings),
     )
 

@@ -58,6 +58,8 @@ async def build_job(
         aggregator=options.aggregator,
         task=options.task,
         context=options.context,
+        cascade=options.cascade,
+        budget_s=options.budget,
         deadline=deadline(settings),
     )
 
