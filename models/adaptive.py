@@ -8,7 +8,8 @@ here, so a policy measured offline is the policy served. Pure numpy; no web or w
   probabilistic aggregator (the label model) the rule reads its posterior per answer group; without one
   (cold start) it reads the answer vote as Adaptive-Consistency does (Aggarwal et al., 2023): the
   probability, under a uniform Beta prior, that the leading answer's share exceeds the runner-up's.
-- ``sample_rounds``: the cumulative candidate counts of adaptive N (2, 4, 8, ... up to N).
+- ``sample_rounds``: the cumulative candidate counts of adaptive N (2, 4, 8, ... up to N); sampling stops on a
+  settled decision whose choice is the previous round's (``same_choice``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Decision:
     reason: str
     top: float  # P(top group right), or P(the leading answer leads) for the vote
     margin: float  # top minus the best candidate outside the top group (label model only; NaN for the vote)
+    selected: int = -1  # the candidate the rule read as the choice
+    group: int = -1  # its answer group (ids from ``group_answers``: stable as candidates are appended)
 
 
 @dataclass(frozen=True)
@@ -68,17 +71,36 @@ class SettleRule:
         rest = finite[~same]
         runner_up = float(rest.max()) if rest.size and np.isfinite(rest.max()) else 0.0
         margin = top - runner_up
+        chosen = {"selected": best, "group": int(group[best])}
         if top >= self.confidence:
-            return Decision(True, f"P(top answer) {top:.3f} >= {self.confidence}", top, margin)
+            return Decision(True, f"P(top answer) {top:.3f} >= {self.confidence}", top, margin, **chosen)
         if margin >= self.margin:
-            return Decision(True, f"lead over the runner-up {margin:.3f} >= {self.margin}", top, margin)
-        return Decision(False, f"P(top answer) {top:.3f}, lead {margin:.3f}", top, margin)
+            return Decision(True, f"lead over the runner-up {margin:.3f} >= {self.margin}", top, margin, **chosen)
+        return Decision(False, f"P(top answer) {top:.3f}, lead {margin:.3f}", top, margin, **chosen)
 
     def decide_vote(self, groups: Sequence[int]) -> Decision:
         lead = vote_lead_probability(groups)
+        answered = [g for g in groups if g >= 0]
+        group = int(np.bincount(np.array(answered, dtype=np.int64)).argmax()) if answered else -1
+        selected = list(groups).index(group) if answered else 0
         if lead >= self.vote_confidence:
-            return Decision(True, f"P(leading answer leads) {lead:.3f} >= {self.vote_confidence}", lead, float("nan"))
-        return Decision(False, f"P(leading answer leads) {lead:.3f}", lead, float("nan"))
+            return Decision(True, f"P(leading answer leads) {lead:.3f} >= {self.vote_confidence}", lead,
+                            float("nan"), selected, group)
+        return Decision(False, f"P(leading answer leads) {lead:.3f}", lead, float("nan"), selected, group)
+
+
+def same_choice(before: Decision | None, now: Decision) -> bool:
+    """Whether two rounds chose the same answer (the same group, or the same candidate when it has no answer).
+
+    Adaptive N stops only on a settled decision whose choice survived the last round: on the realistic
+    simulator this guard took the label-model rule from 74.8% to 90.4% agreement with the full-N choice
+    (6.5 -> 12.0 candidates of 32; ``bench/adaptive_n.py``), because small-set posteriors are over-confident.
+    """
+    if before is None:
+        return False
+    if now.group >= 0:
+        return now.group == before.group
+    return now.selected == before.selected
 
 
 def vote_lead_probability(groups: Sequence[int]) -> float:

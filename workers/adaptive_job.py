@@ -8,7 +8,8 @@ The decisions come from ``models.adaptive`` (the same code ``weaver cascade`` re
   choice, or a stage past the request's budget, ends verification. Without a probabilistic aggregator (no
   fitted label model, or a baseline aggregator) there is nothing to read, so every verifier runs at once.
 - **Adaptive N.** Chat candidates are sampled in rounds (2, 4, 8, ... up to ``n_candidates``) on the same
-  prompt; each round is verified through the cascade, and the same rule decides whether to sample more.
+  prompt; each round is verified through the cascade, and the same rule decides whether to sample more: it
+  stops on a settled decision whose choice is the previous round's (``models.adaptive.same_choice``).
   Without a label model the rule reads the answer vote (Adaptive-Consistency's Beta criterion).
 
 Every round re-verifies all candidates so far: pair verifiers answer earlier candidates from the score
@@ -32,6 +33,7 @@ from models.adaptive import (
     Cascade,
     Decision,
     SettleRule,
+    same_choice,
     sample_rounds,
     stage_cost,
 )
@@ -135,6 +137,7 @@ class ComputeLoop:
         done_rounds: list[int] = []
         generation_s = verification_s = 0.0
         sampling_stop: str | None = None
+        previous: Decision | None = None
         for index, target in enumerate(rounds):
             t = time.perf_counter()
             before = len(candidates.texts)
@@ -150,9 +153,10 @@ class ComputeLoop:
                 break
             if decision is None:  # the cascade did not need a decision: ask now, for the sampling rule
                 decision, _ = self.decide(self.names, [columns[n] for n in self.names], candidates.texts)
-            if decision.settled:
+            if decision.settled and same_choice(previous, decision):
                 sampling_stop = STOP_SETTLED
                 break
+            previous = decision
             if index == len(rounds) - 1 or short:
                 sampling_stop = STOP_EXHAUSTED
                 break
