@@ -196,9 +196,6 @@ class ComputeLoop:
             columns.update(await self._run_stage(cascade.stages[index], texts))
             spent += stage_cost(cascade.stages[index], self.costs)
             index += 1
-        if stop == STOP_EXHAUSTED:  # the last stage's scores have not been read yet
-            ran = [n for n in self.names if n in columns]
-            decision, _ = self.decide(ran, [columns[n] for n in ran], texts)
         if stop == STOP_BUDGET:
             why = f"cascade: stage {index + 1} would pass the budget of {policy.budget_s} s per candidate"
         else:
