@@ -62,7 +62,7 @@ class Candidates:
             return
         info, new = self.generation, more.generation
         info.returned += new.returned
-        info.prompt_tokens += new.prompt_tokens
+        info.prompt_tokens = max(info.prompt_tokens, new.prompt_tokens)  # usage counts the prompt once
         info.completion_tokens += new.completion_tokens
         info.latency_s += new.latency_s
         info.reason = new.reason or info.reason

@@ -333,7 +333,8 @@ class Worker:
 
     def _compute_loop(self, job: Job, names: list[str], policy: Policy) -> ComputeLoop:
         costs = {name: self._batchers[name].cost_s for name in names if name in self._batchers}
-        groups = {name for name in names if name in self._verifiers and self._verifiers[name].granularity == "group"}
+        group_verifiers = {name for name in names
+                           if name in self._verifiers and self._verifiers[name].granularity == "group"}
 
         def decide(ran: list[str], columns: list[Column], texts: Sequence[str]) -> tuple[Decision, bool]:
             query = self._query(job, ran, texts, columns)
@@ -341,7 +342,8 @@ class Worker:
             groups = group_answers(query.answers or ())
             return policy.rule.decide(ranking.scores, groups, ranking.is_probability), ranking.is_probability
 
-        return ComputeLoop(policy, names, costs, groups, lambda start, count: self._candidates(job, start, count),
+        return ComputeLoop(policy, names, costs, group_verifiers,
+                           lambda start, count: self._candidates(job, start, count),
                            lambda name, texts: self._score_column(name, job, texts), decide,
                            posterior=job.aggregator == "weaver" and self.aggregators.model is not None)
 
