@@ -80,6 +80,7 @@ class PolicyResult:
     agreement: float  # share of queries whose choice agrees with the full ensemble's
     mean_stages: float
     stop_reasons: dict[str, int]
+    full_cost_s: float = float("nan")  # the full ensemble's seconds per candidate (budgets are read against it)
     queries: tuple[QueryOutcome, ...] = field(repr=False, default=())
 
 
@@ -194,6 +195,7 @@ def _summarise(table: ReplayTable, name: str, kind: str, outcomes: list[QueryOut
         agreement=float(np.mean([o.agrees_with_full for o in outcomes])),
         mean_stages=float(np.mean([o.stages_run for o in outcomes])),
         stop_reasons=dict(Counter(o.stop_reason for o in outcomes)),
+        full_cost_s=table.full_cost,
         queries=tuple(outcomes),
     )
 
