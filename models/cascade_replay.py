@@ -95,6 +95,7 @@ class ReplayTable:
     groups: list[list[int]]
     # rankings[q][k]: (scores, order, is_probability) with stages[:k+1] run
     rankings: list[list[tuple[np.ndarray, int, bool]]]
+    cheap_s: float = CHEAP_STAGE_S
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -145,7 +146,7 @@ def build_table(queries: Sequence[QueryScores], model: LabelModel, costs: Mappin
         rankings.append(per_prefix)
     groups = [group_answers(q.answers) if q.answers is not None else [-1] * q.n_candidates for q in queries]
     return ReplayTable(queries, list(labels) if labels is not None else [None] * len(queries), stages,
-                       dict(costs), groups, rankings)
+                       dict(costs), groups, rankings, cheap_s)
 
 
 def _correct(y: np.ndarray | None, index: int) -> float:
@@ -203,7 +204,9 @@ def _summarise(table: ReplayTable, name: str, kind: str, outcomes: list[QueryOut
 def replay_cascade(table: ReplayTable, rule: SettleRule, budget_s: float | None = None, seed: int = 0,
                    name: str | None = None) -> PolicyResult:
     """The cascade with ``rule`` and per-candidate ``budget_s`` on every query of ``table``."""
-    cascade = Cascade(table.stages, table.costs, rule, budget_s)
+    cascade = Cascade.plan(table.names, table.costs, rule, budget_s, table.cheap_s)
+    if cascade.stages != table.stages:
+        raise AssertionError("the cascade planned other stages than the table was ranked on")
     outcomes = [replay_query(table, q, cascade) for q in range(len(table.queries))]
     label = name or cascade_name(rule, budget_s)
     return _summarise(table, label, "cascade", outcomes, rule, budget_s, seed)
