@@ -43,9 +43,11 @@ def cascade_figure(fixed: Sequence[PolicyResult], cascades: Sequence[PolicyResul
         group = [p for p in cascades if p.budget_s == budget]
         share = "" if budget is None or full.full_cost_s <= 0 else f" ({100 * budget / full.full_cost_s:.0f} % of full)"
         label = "cascade, no budget" if budget is None else f"cascade, budget {budget:.3g} s/candidate{share}"
-        ax.scatter([100 * p.compute_share for p in group], [100 * p.accuracy.mean for p in group], s=28,
+        # a marker and size per budget: settings that coincide stay visible as nested markers
+        ax.scatter([100 * p.compute_share for p in group], [100 * p.accuracy.mean for p in group],
+                   s=70 - 40 * i / max(len(budgets) - 1, 1), marker="osD^v"[i % 5],
                    color=cmap(i / max(len(budgets) - 1, 1)), alpha=0.8, edgecolors="black", linewidths=0.4,
-                   zorder=3, label=label)
+                   zorder=3 + i, label=label)
     front = frontier(cascades)
     if front:
         ax.plot([100 * p.compute_share for p in front], [100 * p.accuracy.mean for p in front], "-",
@@ -54,7 +56,8 @@ def cascade_figure(fixed: Sequence[PolicyResult], cascades: Sequence[PolicyResul
                label=f"full ensemble - 0.5 points ({100 * full.accuracy.mean - 0.5:.1f} %)")
     ax.axvline(40, color="gray", linestyle=":", linewidth=1, label="40 % of full compute")
     ax.set_xlabel("verifier compute (% of the full ensemble's seconds)")
-    ax.set_ylabel("selection accuracy (%)")
+    n = len(full.queries)
+    ax.set_ylabel(f"selection accuracy (%; one query = {100 / n:.2f} points)" if n else "selection accuracy (%)")
     ax.set_xlim(-2, 104)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
