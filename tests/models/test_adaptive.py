@@ -93,17 +93,17 @@ def test_stage_cost_charges_only_measured_verifiers() -> None:
 
 
 def test_cascade_stop_reasons() -> None:
-    costs = {"cheap": 0.001, "mid": 0.1, "big": 1.0}
+    costs = {"cheap": 0.00390625, "mid": 0.125, "big": 1.0}  # exact in binary: the sums below are exact
     cascade = Cascade.plan(["big", "mid", "cheap"], costs, SettleRule(), budget_s=0.5)
     assert cascade.stages == (("cheap",), ("mid",), ("big",))
-    assert cascade.stop_reason(1, 0.001, Decision(True, "", 0.95, 0.5)) == STOP_SETTLED
-    assert cascade.stop_reason(1, 0.001, UNSETTLED) is None  # mid fits the budget
-    assert cascade.stop_reason(2, 0.101, UNSETTLED) == STOP_BUDGET  # big would pass it
-    assert cascade.stop_reason(3, 1.101, UNSETTLED) == STOP_EXHAUSTED
+    assert cascade.stop_reason(1, 0.00390625, Decision(True, "", 0.95, 0.5)) == STOP_SETTLED
+    assert cascade.stop_reason(1, 0.00390625, UNSETTLED) is None  # mid fits the budget
+    assert cascade.stop_reason(2, 0.12890625, UNSETTLED) == STOP_BUDGET  # big would pass it
+    assert cascade.stop_reason(3, 1.12890625, UNSETTLED) == STOP_EXHAUSTED
     unbounded = Cascade.plan(["big", "mid", "cheap"], costs, SettleRule())
-    assert unbounded.stop_reason(2, 0.101, UNSETTLED) is None
-    exact = Cascade.plan(["big", "mid", "cheap"], costs, SettleRule(), budget_s=0.101)
-    assert exact.stop_reason(1, 0.001, UNSETTLED) is None  # reaching the budget exactly is allowed
+    assert unbounded.stop_reason(2, 0.12890625, UNSETTLED) is None
+    exact = Cascade.plan(["big", "mid", "cheap"], costs, SettleRule(), budget_s=0.12890625)
+    assert exact.stop_reason(1, 0.00390625, UNSETTLED) is None  # reaching the budget exactly is allowed
 
 
 def test_sample_rounds() -> None:
