@@ -135,6 +135,9 @@ def test_replay_ranks_with_the_served_aggregator(table: ReplayTable) -> None:
     for q, outcome in zip(table.queries, first.queries, strict=True):
         masked = np.where(np.array([n in run for n in q.verifier_names])[None, :], q.matrix, np.nan)
         assert outcome.selected == served.rank(QueryScores(masked, q.verifier_names, q.answers)).selected
+        # the worker hands the aggregator only the columns it ran: the model aligns the rest as abstentions
+        cols = [q.verifier_names.index(n) for n in table.stages[0]]
+        assert outcome.selected == served.rank(QueryScores(q.matrix[:, cols], table.stages[0], q.answers)).selected
 
 
 def test_a_rule_that_never_settles_is_the_full_ensemble(table: ReplayTable) -> None:
