@@ -1,14 +1,15 @@
 """The ``weaver`` command line: one Typer app, each command group in its own module registering itself.
 
 - ``core``: ``simulate``, ``fit``, ``eval``; ``serve``: ``serve``, ``worker``; ``online``: ``models ...`` and
-  ``online ...``; ``distill``: ``distill``. ``common`` holds what they share; ``tables`` lays tables out.
+  ``online ...``; ``distill``: ``distill``; ``cascade``: ``cascade``. ``common`` holds what they share;
+  ``tables`` lays tables out.
 """
 
 from __future__ import annotations
 
 import typer
 
-from service.cli import core, distill, online, serve
+from service.cli import cascade, core, distill, online, serve
 
 app = typer.Typer(
     name="weaver",
@@ -17,5 +18,5 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for group in (core, serve, online, distill):
+for group in (core, serve, online, distill, cascade):
     group.register(app)
