@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--confidence", type=float, default=SettleRule.confidence)
-    parser.add_argument("--margin", type=float, default=SettleRule.margin)
+    parser.add_argument("--margin", type=float, default=SettleRule.margin, help="default: off (inf)")
     parser.add_argument("--vote-confidence", type=float, default=SettleRule.vote_confidence)
     args = parser.parse_args()
     rule = SettleRule(args.confidence, args.margin, args.vote_confidence)

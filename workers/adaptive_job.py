@@ -20,6 +20,7 @@ report counts only the work that was new (``ComputeInfo``).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ class Policy:
         if own_plan and cascade:
             cascade, off = False, f"aggregator {job.aggregator} chooses its own verifiers"
         adaptive = job.kind == "generate" and (config.adaptive_n if job.adaptive_n is None else job.adaptive_n)
-        rule = SettleRule(config.confidence, config.margin, config.vote_confidence)
+        rule = SettleRule(config.confidence, math.inf if config.margin is None else config.margin,
+                          config.vote_confidence)
         budget = config.budget_s if job.budget_s is None else job.budget_s
         return cls(cascade, adaptive, rule, budget, config.first_round, config.cheap_stage_s, off)
 

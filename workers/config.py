@@ -49,8 +49,10 @@ class AdaptiveConfig(BaseModel):
     adaptive_n: bool = Field(False, description=(
         "chat: sample candidates in rounds (first_round, then doubling up to n_candidates) until settled"))
     first_round: int = Field(2, ge=1, description="candidates in adaptive N's first round")
-    confidence: float = Field(0.9, gt=0.0, le=1.0, description="settled when P(top answer group right) >= this")
-    margin: float = Field(0.5, gt=0.0, le=1.0, description="... or when it leads the runner-up group by this")
+    confidence: float = Field(0.95, gt=0.0, le=1.0, description="settled when P(top answer group right) >= this")
+    margin: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "... or when it leads the best candidate outside its answer group by this; null: off (on the realistic "
+        "simulator every margin criterion settled too early, docs/adaptive-compute.md)"))
     vote_confidence: float = Field(0.95, gt=0.0, le=1.0, description=(
         "without a label model, adaptive N stops when P(leading answer's share > runner-up's) >= this "
         "(Adaptive-Consistency's Beta rule)"))
