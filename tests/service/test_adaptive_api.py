@@ -18,8 +18,7 @@ from tests.workers.test_adaptive_job import (
     SCATTERED,
     CountingJudge,
     ScriptedGenerator,
-    config,
-    fitted_model,
+    fitted_worker,
 )
 from workers.entry import Worker
 from workers.queue.redis_queue import RedisJobQueue
@@ -28,13 +27,9 @@ from workers.queue.redis_worker import RedisWorkerLoop
 
 @pytest.fixture
 async def worker() -> AsyncIterator[Worker]:
-    CountingJudge.scored = []
-    w = Worker.from_config(config())
-    await w.start()
-    w.set_weaver_model(fitted_model())
-    w._generator = ScriptedGenerator(["A: 18"])  # noqa: SLF001 - a scripted backend in place of a model
-    yield w
-    await w.close()
+    async with fitted_worker() as w:
+        w._generator = ScriptedGenerator(["A: 18"])  # noqa: SLF001 - a scripted backend in place of a model
+        yield w
 
 
 def rerank_body(documents: list[str], **verification: object) -> dict[str, object]:

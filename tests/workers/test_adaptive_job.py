@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -64,14 +65,23 @@ def fitted_model(seed: int = 0) -> WeaverModel:
     return WeaverModel.fit(matrices, ("answer_agreement", "math_check", "judge"))
 
 
-@pytest.fixture
-async def worker() -> AsyncIterator[Worker]:
+@asynccontextmanager
+async def fitted_worker(**adaptive: Any) -> AsyncIterator[Worker]:
+    """A started worker serving ``fitted_model``, the judge's record cleared."""
     CountingJudge.scored = []
-    w = Worker.from_config(config())
+    w = Worker.from_config(config(**adaptive))
     await w.start()
     w.set_weaver_model(fitted_model())
-    yield w
-    await w.close()
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    async with fitted_worker() as w:
+        yield w
 
 
 def rerank(candidates: list[str], **fields: Any) -> Job:
@@ -130,16 +140,10 @@ async def test_without_a_label_model_every_verifier_runs() -> None:
 
 
 async def test_the_server_default_can_be_off() -> None:
-    CountingJudge.scored = []
-    w = Worker.from_config(config(cascade=False))
-    await w.start()
-    w.set_weaver_model(fitted_model())
-    try:
+    async with fitted_worker(cascade=False) as w:
         assert (await w.run(rerank(AGREEING))).compute.stop_reason == "disabled"  # type: ignore[union-attr]
         on = await w.run(rerank(AGREEING, cascade=True))
         assert on.compute is not None and on.compute.stop_reason == "settled"
-    finally:
-        await w.close()
 
 
 async def test_measured_costs_replace_the_priors(worker: Worker) -> None:
