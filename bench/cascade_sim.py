@@ -31,7 +31,8 @@ from models.cascade_replay import (  # noqa: E402
 )
 from models.simulate_realistic import RealisticConfig, simulate_realistic  # noqa: E402
 
-CONFIDENCES = (0.8, 0.9, 0.95, 0.99, 0.999)  # weaver cascade's defaults
+MAX_CHANGES = (0.005, 0.01, 0.02, 0.05)  # weaver cascade's defaults: the lookahead rule
+CONFIDENCES = (0.8, 0.9, 0.95, 0.99, 0.999)  # ... and the threshold rule
 MARGINS = (0.5, 0.7, MARGIN_OFF)
 BUDGET_SHARES = (None, 0.6, 0.4, 0.25)
 
@@ -42,14 +43,16 @@ def run_seed(seed: int, queries: int, samples: int) -> tuple[list[PolicyResult],
     scored = [QueryScores(cs.score_matrix(names), names, a) for cs, a in zip(sim.sets, sim.answers, strict=True)]
     table = build_table(scored, fit_label_model(scored), SIMULATED_COSTS, sim.labels)
     budgets = [None if s is None else s * table.full_cost for s in BUDGET_SHARES]
-    return sweep(table, CONFIDENCES, MARGINS, budgets)
+    return sweep(table, CONFIDENCES, MARGINS, budgets, max_changes=MAX_CHANGES)
 
 
 def label(p: PolicyResult, k: int, n_fixed: int) -> str:
     if p.kind == "fixed":
         return "full ensemble" if k == n_fixed - 1 else f"first {k + 1} stages"
-    margin = "off" if p.margin is not None and p.margin > 1 else f"{p.margin:g}"
     budget = "none" if p.budget_s is None else f"{100 * p.budget_s / p.full_cost_s:.0f}%"
+    if p.max_change is not None:
+        return f"cascade lookahead P(change) <= {p.max_change:g} budget {budget}"
+    margin = "off" if p.margin is not None and p.margin > 1 else f"{p.margin:g}"
     return f"cascade conf {p.confidence:g} margin {margin} budget {budget}"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import betainc
@@ -48,20 +48,31 @@ class SettleRule:
     """Settled when the top group's probability reaches ``confidence`` or leads the runner-up by ``margin``.
 
     ``vote_confidence`` is the threshold of the label-free vote rule (0.95 as in Adaptive-Consistency).
-    The defaults (confidence 0.95, no margin criterion) came from ``weaver cascade``'s sweep: on the
-    realistic simulator (three seeds) they kept accuracy 0.33 points below the full ensemble at 39.5% of
-    its verifier compute, where any margin criterion settled early and lost 1-1.7 points; on the GSM8K dev
-    set they keep every choice of the full ensemble at 58% of its compute (docs/adaptive-compute.md).
+    With a lookahead (``max_change``, the served default) the thresholds only decide where none is known
+    (v1 models, the last stage). Evidence for the defaults, from ``weaver cascade``'s sweep
+    (docs/adaptive-compute.md): the lookahead at 0.01 kept every choice of the full ensemble on three
+    realistic-simulator seeds at 37.1% of its compute and on the GSM8K dev set at 38.0%; the best threshold
+    setting, confidence 0.95 without a margin criterion, lost 0.33 points at 39.5% on the simulator.
     """
 
     confidence: float = 0.95
     margin: float = math.inf  # inf: the lead criterion is off
     vote_confidence: float = 0.95
+    # with a lookahead (``models.lookahead.change_probability``): settled when the verifiers not yet run would
+    # change the top answer group with at most this probability; it replaces confidence and margin
+    max_change: float | None = 0.01
 
-    def decide(self, scores: np.ndarray, groups: Sequence[int], is_probability: bool) -> Decision:
-        """``scores``: per candidate, P(correct) when ``is_probability``; ``groups`` from ``group_answers``."""
+    def decide(self, scores: np.ndarray, groups: Sequence[int], is_probability: bool,
+               change: float | None = None) -> Decision:
+        """``scores``: per candidate, P(correct) when ``is_probability``; ``groups`` from ``group_answers``;
+        ``change``: the lookahead's P(the choice changes if the remaining verifiers ran), when known."""
         if is_probability:
-            return self._decide_posterior(np.asarray(scores, dtype=float), groups)
+            decision = self._decide_posterior(np.asarray(scores, dtype=float), groups)
+            if change is None or self.max_change is None or not math.isfinite(decision.top):
+                return decision
+            settled = change <= self.max_change
+            why = f"P(the rest would change the answer) {change:.3f} {'<=' if settled else '>'} {self.max_change}"
+            return replace(decision, settled=settled, reason=why)
         return self.decide_vote(groups)
 
     def _decide_posterior(self, scores: np.ndarray, groups: Sequence[int]) -> Decision:

@@ -48,6 +48,11 @@ def cascade_figure(fixed: Sequence[PolicyResult], cascades: Sequence[PolicyResul
                    s=70 - 40 * i / max(len(budgets) - 1, 1), marker="osD^v"[i % 5],
                    color=cmap(i / max(len(budgets) - 1, 1)), alpha=0.8, edgecolors="black", linewidths=0.4,
                    zorder=3 + i, label=label)
+    served = [p for p in cascades if p.budget_s is None and p.max_change is not None]
+    if served:  # the lookahead rule without a budget: what the worker serves by default
+        ax.scatter([100 * p.compute_share for p in served], [100 * p.accuracy.mean for p in served], s=160,
+                   marker="*", facecolors="none", edgecolors="crimson", linewidths=1.2, zorder=20,
+                   label="cascade, lookahead rule (served), no budget")
     front = frontier(cascades)
     if front:
         ax.plot([100 * p.compute_share for p in front], [100 * p.accuracy.mean for p in front], "-",

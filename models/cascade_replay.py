@@ -29,6 +29,7 @@ from models.adaptive import CHEAP_STAGE_S, STOP_EXHAUSTED, Cascade, SettleRule, 
 from models.aggregators import QueryScores, WeaverAggregator
 from models.answers import group_answers
 from models.label_models import DEFAULT_LABEL_MODEL, LabelModel, fit_named
+from models.lookahead import change_probability
 from models.metrics import Interval, bootstrap_mean
 
 # Assumed seconds per candidate for the verifiers of ``weaver simulate --regime realistic``. These are NOT
@@ -74,6 +75,7 @@ class PolicyResult:
     confidence: float | None
     margin: float | None
     budget_s: float | None  # per-candidate seconds cap of the cascade
+    max_change: float | None
     accuracy: Interval  # over labelled queries, bootstrap 95% interval
     compute_s: float  # total verifier seconds over all queries
     compute_share: float  # compute_s / the full ensemble's
@@ -96,6 +98,8 @@ class ReplayTable:
     # rankings[q][k]: (scores, order, is_probability) with stages[:k+1] run
     rankings: list[list[tuple[np.ndarray, int, bool]]]
     cheap_s: float = CHEAP_STAGE_S
+    # changes[q][k]: the lookahead's P(the later stages change the choice) after stages[:k+1] (None: no lookahead)
+    changes: list[list[float | None]] = field(default_factory=list)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -136,17 +140,25 @@ def build_table(queries: Sequence[QueryScores], model: LabelModel, costs: Mappin
     stages = Cascade.plan(names, costs, SettleRule(), None, cheap_s).stages
     aggregator = WeaverAggregator(model)
     rankings: list[list[tuple[np.ndarray, int, bool]]] = []
+    changes: list[list[float | None]] = []
     for query in queries:
         per_prefix = []
+        lookahead: list[float | None] = []
         run: set[str] = set()
-        for stage in stages:
+        for k, stage in enumerate(stages):
             run |= set(stage)
-            r = aggregator.rank(_masked(query, run))
+            masked = _masked(query, run)
+            r = aggregator.rank(masked)
             per_prefix.append((r.scores, r.selected, r.is_probability))
+            rest = [name for later in stages[k + 1:] for name in later]
+            # after the last stage there is nothing to look ahead to: the worker then reads the thresholds too
+            lookahead.append(change_probability(model, masked.matrix, names, query.answers, query.task, rest)
+                             if rest else None)
         rankings.append(per_prefix)
+        changes.append(lookahead)
     groups = [group_answers(q.answers) if q.answers is not None else [-1] * q.n_candidates for q in queries]
     return ReplayTable(queries, list(labels) if labels is not None else [None] * len(queries), stages,
-                       dict(costs), groups, rankings, cheap_s)
+                       dict(costs), groups, rankings, cheap_s, changes)
 
 
 def _correct(y: np.ndarray | None, index: int) -> float:
@@ -173,7 +185,8 @@ def replay_query(table: ReplayTable, q: int, cascade: Cascade) -> QueryOutcome:
     scores, _, is_probability = table.rankings[q][0]
     k, spent = 1, stage_cost(cascade.stages[0], cascade.costs)
     while True:
-        decision = cascade.rule.decide(scores, table.groups[q], is_probability)
+        change = table.changes[q][k - 1] if table.changes else None
+        decision = cascade.rule.decide(scores, table.groups[q], is_probability, change)
         reason = cascade.stop_reason(k, spent, decision)
         if reason is not None:
             return _outcome(table, q, k, reason)
@@ -191,6 +204,7 @@ def _summarise(table: ReplayTable, name: str, kind: str, outcomes: list[QueryOut
     return PolicyResult(
         name=name, kind=kind,
         confidence=rule.confidence if rule else None, margin=rule.margin if rule else None, budget_s=budget_s,
+        max_change=rule.max_change if rule else None,
         accuracy=bootstrap_mean(hits, seed=seed),
         compute_s=compute, compute_share=compute / full_s if full_s > 0 else float("nan"),
         agreement=float(np.mean([o.agrees_with_full for o in outcomes])),
@@ -230,8 +244,10 @@ def fixed_name(table: ReplayTable, k: int) -> str:
 
 
 def cascade_name(rule: SettleRule, budget_s: float | None) -> str:
-    margin = "off" if rule.margin > 1 else f"{rule.margin:g}"
     budget = "none" if budget_s is None else f"{budget_s:.4g} s"
+    if rule.max_change is not None:
+        return f"cascade lookahead P(change) <= {rule.max_change:g}, budget {budget}"
+    margin = "off" if rule.margin > 1 else f"{rule.margin:g}"
     return f"cascade conf {rule.confidence:g}, margin {margin}, budget {budget}"
 
 
@@ -239,11 +255,14 @@ MARGIN_OFF = 1.01  # a lead above 1 is impossible: the margin criterion never fi
 
 
 def sweep(table: ReplayTable, confidences: Sequence[float], margins: Sequence[float],
-          budgets: Sequence[float | None], seed: int = 0) -> tuple[list[PolicyResult], list[PolicyResult]]:
-    """The fixed policies (every stage prefix) and the cascade over the grid confidences x margins x budgets."""
+          budgets: Sequence[float | None], seed: int = 0,
+          max_changes: Sequence[float] = ()) -> tuple[list[PolicyResult], list[PolicyResult]]:
+    """The fixed policies (every stage prefix) and the cascade over the grid: the lookahead rule for each of
+    ``max_changes``, then the threshold rule for confidences x margins, each at every budget."""
     fixed = [replay_fixed(table, k, seed) for k in range(1, len(table.stages) + 1)]
-    cascades = [replay_cascade(table, SettleRule(confidence=c, margin=m), b, seed)
-                for b in budgets for c in confidences for m in margins]
+    rules = [SettleRule(max_change=c) for c in max_changes]
+    rules += [SettleRule(confidence=c, margin=m, max_change=None) for c in confidences for m in margins]
+    cascades = [replay_cascade(table, rule, b, seed) for b in budgets for rule in rules]
     return fixed, cascades
 
 

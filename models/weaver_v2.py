@@ -225,6 +225,36 @@ class WeaverV2Model:
         post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
         return post[layout.group_of], tie
 
+    def evidence(self, matrix: np.ndarray) -> np.ndarray:
+        """(n, m) log-likelihood ratio of each candidate's binned score per verifier (0 where it abstained),
+        for a matrix in this model's column order; ``models.lookahead`` adds simulated evidence to it."""
+        normalized = self.normalizer.transform(matrix)
+        missing = np.isnan(normalized)
+        out: np.ndarray = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
+        return out
+
+    def bin_distributions(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Verifier ``j``'s fitted P(bin | right), P(bin | wrong) and each bin's evidence; None if not kept."""
+        k = int(n_bins([self.edges[j]])[0]) if self.kept[j] else 0
+        if k == 0:
+            return None
+        p1, p0 = np.exp(self.log_p1[j, :k]), np.exp(self.log_p0[j, :k])
+        return p1 / p1.sum(), p0 / p0.sum(), self._table[j, :k]
+
+    def group_posterior(self, evidence: np.ndarray, groups: Sequence[int], unique: bool,
+                        copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """P(group right) per group and P(no group right), for ``copies`` stacked copies of one query's
+        (copies * n, m) evidence with the same answer groups: shapes (copies, G) and (copies,)."""
+        no_bins = np.empty((len(groups), 0), dtype=np.int16)
+        group_ids = np.array(groups, dtype=np.int64)
+        layout = build_layout([no_bins] * copies, [group_ids] * copies, [unique] * copies)
+        post, none = group_posteriors(group_evidence(evidence, layout, member_weights(layout, self._structure)),
+                                      layout, self.rho0, self.pi)
+        return post.reshape(copies, -1), none
+
+    def answers_unique(self, task: str | None) -> bool:
+        return self.config.unique_answers and task not in self.config.multi_answer_tasks
+
     def posterior(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
                   task: str | None = None) -> np.ndarray:
         return self.score(matrix, answers, task)[0]

@@ -90,7 +90,7 @@ class Policy:
             cascade, off = False, f"aggregator {job.aggregator} chooses its own verifiers"
         adaptive = job.kind == "generate" and (config.adaptive_n if job.adaptive_n is None else job.adaptive_n)
         rule = SettleRule(config.confidence, math.inf if config.margin is None else config.margin,
-                          config.vote_confidence)
+                          config.vote_confidence, config.max_change)
         budget = config.budget_s if job.budget_s is None else job.budget_s
         return cls(cascade, adaptive, rule, budget, config.first_round, config.cheap_stage_s, off)
 
@@ -98,8 +98,9 @@ class Policy:
 # (start index, count) -> the new candidates
 GenerateRound = Callable[[int, int], Awaitable[Candidates]]
 ScoreColumn = Callable[[str, Sequence[str]], Awaitable[Column]]
-# (verifier names, their columns, candidate texts) -> (the rule's decision, whether it read a posterior)
-Decide = Callable[[list[str], list[Column], Sequence[str]], tuple[Decision, bool]]
+# (verifier names, their columns, candidate texts, verifiers not yet run) -> (the rule's decision, whether it
+# read a posterior)
+Decide = Callable[[list[str], list[Column], Sequence[str], list[str]], tuple[Decision, bool]]
 
 
 @dataclass
@@ -139,6 +140,7 @@ class ComputeLoop:
         done_rounds: list[int] = []
         generation_s = verification_s = 0.0
         sampling_stop: str | None = None
+        sampling_detail = ""
         previous: Decision | None = None
         for index, target in enumerate(rounds):
             t = time.perf_counter()
@@ -153,12 +155,13 @@ class ComputeLoop:
             verification_s += time.perf_counter() - t
             if not policy.adaptive_n:
                 break
-            if decision is None:  # the cascade did not need a decision: ask now, for the sampling rule
-                decision, _ = self.decide(self.names, [columns[n] for n in self.names], candidates.texts)
-            if decision.settled and same_choice(previous, decision):
+            # more samples is another question than more verifiers: the posterior rule on everything scored
+            sampling, _ = self.decide(self.names, [columns[n] for n in self.names], candidates.texts, [])
+            sampling_detail = sampling.reason
+            if sampling.settled and same_choice(previous, sampling):
                 sampling_stop = STOP_SETTLED
                 break
-            previous = decision
+            previous = sampling
             if index == len(rounds) - 1 or short:
                 sampling_stop = STOP_EXHAUSTED
                 break
@@ -170,7 +173,8 @@ class ComputeLoop:
             verifiers_run=ran, verifiers_skipped=[n for n in self.names if n in skipped],
             verifier_calls=self.calls, verifier_seconds=round(self.spent_s, 6),
             full_verifier_seconds=round(full, 6), budget_s=policy.budget_s, stop_reason=stop,
-            sampling_stop_reason=sampling_stop, detail=decision.reason if decision is not None else "")
+            sampling_stop_reason=sampling_stop, detail=decision.reason if decision is not None else "",
+            sampling_detail=sampling_detail)
         return Outcome(candidates, self.names, [columns[n] for n in self.names], skipped, compute,
                        generation_s, verification_s)
 
@@ -187,9 +191,9 @@ class ComputeLoop:
         index = 1
         while True:
             ran = [n for n in self.names if n in columns]
-            decision, is_probability = self.decide(ran, [columns[n] for n in ran], texts)
+            rest = [n for stage in cascade.stages[index:] for n in stage]
+            decision, is_probability = self.decide(ran, [columns[n] for n in ran], texts, rest)
             if not is_probability:  # nothing to read: run the rest together
-                rest = [n for stage in cascade.stages[index:] for n in stage]
                 columns.update(await self._run_stage(rest, texts))
                 return columns, {}, STOP_NO_MODEL, decision, cascade.stages
             stop = cascade.stop_reason(index, spent, decision)

@@ -49,7 +49,11 @@ class AdaptiveConfig(BaseModel):
     adaptive_n: bool = Field(False, description=(
         "chat: sample candidates in rounds (first_round, then doubling up to n_candidates) until settled"))
     first_round: int = Field(2, ge=1, description="candidates in adaptive N's first round")
-    confidence: float = Field(0.95, gt=0.0, le=1.0, description="settled when P(top answer group right) >= this")
+    max_change: float | None = Field(0.01, ge=0.0, le=1.0, description=(
+        "settled when the verifiers not yet run would change the answer with at most this probability, simulated "
+        "from the v2 label model (models/lookahead.py); null: use confidence and margin instead"))
+    confidence: float = Field(0.95, gt=0.0, le=1.0, description=(
+        "settled when P(top answer group right) >= this (with a v1 label model, or with max_change null)"))
     margin: float | None = Field(None, gt=0.0, le=1.0, description=(
         "... or when it leads the best candidate outside its answer group by this; null: off (on the realistic "
         "simulator every margin criterion settled too early, docs/adaptive-compute.md)"))

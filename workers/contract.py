@@ -133,7 +133,8 @@ class ComputeInfo(BaseModel):
     budget_s: float | None = None
     stop_reason: str = ""  # verification: settled | budget | exhausted | disabled | no_model
     sampling_stop_reason: str | None = None  # adaptive N: settled | exhausted (None without rounds)
-    detail: str = ""  # the settle rule's numbers at the stop, e.g. "P(top answer) 0.953 >= 0.9"
+    detail: str = ""  # the settle rule's numbers at the stop, e.g. "P(the rest would change the answer) 0.000 <= 0.01"
+    sampling_detail: str = ""  # adaptive N: the rule's numbers after the last round
 
 
 class JobResult(BaseModel):

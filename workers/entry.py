@@ -24,6 +24,7 @@ from models.adaptive import Decision
 from models.aggregators import QueryScores, Ranking
 from models.answers import extract_answer, group_answers
 from models.label_models import LabelModel
+from models.lookahead import change_probability
 from workers.adaptive_job import Candidates, ComputeLoop, Policy
 from workers.aggregation import AggregatorRegistry, RankFunction, ScoringPlan, UnknownAggregator
 from workers.batching import Outcome, VerifierBatcher
@@ -336,11 +337,15 @@ class Worker:
         group_verifiers = {name for name in names
                            if name in self._verifiers and self._verifiers[name].granularity == "group"}
 
-        def decide(ran: list[str], columns: list[Column], texts: Sequence[str]) -> tuple[Decision, bool]:
+        def decide(ran: list[str], columns: list[Column], texts: Sequence[str],
+                   rest: list[str]) -> tuple[Decision, bool]:
             query = self._query(job, ran, texts, columns)
-            ranking, _, _ = self.aggregators.rank(job.aggregator, job.task, query)
+            ranking, _, model = self.aggregators.rank(job.aggregator, job.task, query)
             groups = group_answers(query.answers or ())
-            return policy.rule.decide(ranking.scores, groups, ranking.is_probability), ranking.is_probability
+            change = None
+            if ranking.is_probability and rest and policy.rule.max_change is not None:
+                change = change_probability(model, query.matrix, ran, query.answers, job.task, rest)
+            return policy.rule.decide(ranking.scores, groups, ranking.is_probability, change), ranking.is_probability
 
         return ComputeLoop(policy, names, costs, group_verifiers,
                            lambda start, count: self._candidates(job, start, count),

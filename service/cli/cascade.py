@@ -21,6 +21,7 @@ from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, na
 from service.cli.core import LABEL_MODEL_HELP
 
 DEFAULT_CONFIDENCES = "0.8,0.9,0.95,0.99,0.999"
+DEFAULT_MAX_CHANGES = "0.005,0.01,0.02,0.05"
 DEFAULT_MARGINS = "0.5,0.7,off"
 DEFAULT_BUDGETS = "none,60%,40%,25%"
 
@@ -140,8 +141,12 @@ def cascade_cmd(
     measure_costs_k: Annotated[int, typer.Option(
         "--measure-costs", help="Measure each verifier's seconds per candidate on this machine on this many "
                                 "candidates (after a warm-up set) when --costs does not give it; 0: never")] = 16,
+    max_change: Annotated[str, typer.Option(
+        help="Lookahead rule (the served default, 0.01): settle when the verifiers not yet run would change the "
+             "answer with at most this probability, simulated from the label model; values to sweep, or "
+             "'off'")] = DEFAULT_MAX_CHANGES,
     confidence: Annotated[str, typer.Option(
-        help="Settle thresholds on P(top answer group) to sweep")] = DEFAULT_CONFIDENCES,
+        help="Threshold rule: settle thresholds on P(top answer group) to sweep")] = DEFAULT_CONFIDENCES,
     margin: Annotated[str, typer.Option(
         help="Settle thresholds on the top group's lead over the runner-up to sweep ('off': never)")] = DEFAULT_MARGINS,
     budgets: Annotated[str, typer.Option(
@@ -165,6 +170,7 @@ def cascade_cmd(
         fail(f"unknown label model {label_model!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
     if plot is not None and plot.exists() and not plot.is_dir():
         fail(f"--plot {plot} is a file; give a directory to write the PNG into")
+    max_changes = [] if max_change.strip() == "off" else parse_floats(max_change, "--max-change")
     confidences = parse_floats(confidence, "--confidence")
     margins = parse_floats(margin, "--margin", off=MARGIN_OFF)
     overrides = parse_costs(costs)
@@ -177,7 +183,7 @@ def cascade_cmd(
     labels = [cs.labels if cs.labels is not None else nan_labels(len(cs.candidates)) for cs in sets]
     model = fit_label_model(queries, label_model)
     table = build_table(queries, model, cost_table, labels)
-    fixed, cascades = sweep(table, confidences, margins, parse_budgets(budgets, table.full_cost), seed)
+    fixed, cascades = sweep(table, confidences, margins, parse_budgets(budgets, table.full_cost), seed, max_changes)
     full = fixed[-1]
     best = best_within(cascades, full)
     written = None
@@ -230,7 +236,8 @@ def _costs(file: Path, sets: list[Any], names: list[str], overrides: dict[str, f
 
 def _policy_json(p: Any) -> dict[str, Any]:
     return {
-        "name": p.name, "kind": p.kind, "confidence": p.confidence, "margin": p.margin, "budget_s": p.budget_s,
+        "name": p.name, "kind": p.kind, "max_change": p.max_change, "confidence": p.confidence, "margin": p.margin,
+        "budget_s": p.budget_s,
         "accuracy": {"mean": p.accuracy.mean, "low": p.accuracy.low, "high": p.accuracy.high},
         "compute_s": p.compute_s, "compute_share": p.compute_share, "agreement_with_full": p.agreement,
         "mean_stages": p.mean_stages, "stop_reasons": p.stop_reasons,
@@ -253,22 +260,25 @@ def _print(file: Path, n_queries: int, source: str, costs: dict[str, float], cos
     for p in fixed + cascades:
         if p.kind == "cascade":
             name = "cascade" + ("*" if id(p) in front else "")
-            conf, mar = f"{p.confidence:g}", "off" if p.margin > 1 else f"{p.margin:g}"
+            if p.max_change is not None:
+                rule = f"P(change) <= {p.max_change:g}"
+            else:
+                rule = f"conf {p.confidence:g}, margin {'off' if p.margin > 1 else f'{p.margin:g}'}"
             budget = "none" if p.budget_s is None else f"{p.budget_s:.3g}"
             reasons = "/".join(str(p.stop_reasons.get(k, 0)) for k in ("settled", "budget", "exhausted"))
         else:
             name = "full" if p is fixed[-1] else f"first-{fixed.index(p) + 1}"
-            conf, mar, budget, reasons = "-", "-", "-", "-"
-        rows.append([name, conf, mar, budget, fmt(p.accuracy.mean, True),
+            rule, budget, reasons = "-", "-", "-"
+        rows.append([name, rule, budget, fmt(p.accuracy.mean, True),
                      f"{fmt(p.accuracy.low, True)}-{fmt(p.accuracy.high, True)}", fmt(p.compute_share, True),
                      fmt(p.agreement, True), reasons])
     out.print(fitted_table("Selection accuracy (%, bootstrap 95% CI over queries), verifier compute (% of full)",
-                           ["policy", "conf", "margin", "budget s", "acc", "95% CI", "compute", "agrees",
+                           ["policy", "rule", "budget s", "acc", "95% CI", "compute", "agrees",
                             "stops s/b/e"], rows, left=("policy",)))
     out.print("first-k: the first k stages on every query; full: every stage (the full ensemble); "
-              "* on the cascade frontier (no cascade is both cheaper and more accurate); conf/margin: the settle "
-              "rule; budget: seconds per candidate; agrees: same answer as the full ensemble; stops: settled/budget/"
-              "exhausted (queries)")
+              "* on the cascade frontier (no cascade is both cheaper and more accurate); rule: P(change) <= x is "
+              "the lookahead (the served default), conf/margin the threshold rule; budget: seconds per candidate; "
+              "agrees: same answer as the full ensemble; stops: settled/budget/exhausted (queries)")
     full = fixed[-1]
     if best is not None:
         out.print(f"cheapest cascade within 0.5 points of the full ensemble at <= 40 % of its compute: {best.name} "

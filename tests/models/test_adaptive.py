@@ -33,8 +33,8 @@ from models.cascade_replay import (
 )
 from models.simulate_realistic import RealisticConfig, simulate_realistic
 
-NEVER = SettleRule(confidence=1.5, margin=MARGIN_OFF, vote_confidence=1.5)
-ALWAYS = SettleRule(confidence=0.0, margin=0.0, vote_confidence=0.0)
+NEVER = SettleRule(confidence=1.5, margin=MARGIN_OFF, vote_confidence=1.5, max_change=None)
+ALWAYS = SettleRule(confidence=0.0, margin=0.0, vote_confidence=0.0, max_change=None)
 UNSETTLED = Decision(False, "", 0.5, 0.0)
 
 
@@ -193,3 +193,46 @@ def test_replay_figures_are_consistent(table: ReplayTable) -> None:
     best = best_within(cascades, full, points=100.0, max_share=1.0)
     assert best is not None and best.compute_share == min(p.compute_share for p in cascades)
     assert best_within(cascades, full, points=-100.0) is None
+
+
+# -- the lookahead: would the verifiers not yet run change the choice? -----------------------------
+
+
+def test_lookahead_replaces_the_thresholds_when_it_is_known() -> None:
+    rule = SettleRule(confidence=0.5, max_change=0.01)
+    confident = np.array([0.9, 0.1])
+    assert rule.decide(confident, [0, 1], True).settled  # no lookahead: the threshold rule
+    assert not rule.decide(confident, [0, 1], True, change=0.2).settled
+    low = rule.decide(np.array([0.3, 0.1]), [0, 1], True, change=0.0)
+    assert low.settled and "would change the answer" in low.reason and low.top == pytest.approx(0.3)
+
+
+def test_change_probability_follows_the_doubt(table: ReplayTable) -> None:
+    from models.lookahead import change_probability
+    from models.weaver import WeaverModel
+
+    model = fit_label_model(table.queries)
+    names = table.names
+    rest = [n for stage in table.stages[1:] for n in stage]
+    first = set(table.stages[0])
+    cheap_only = [np.where([n in first for n in names], q.matrix, np.nan) for q in table.queries]
+    changes = [change_probability(model, m, names, q.answers, q.task, rest)
+               for m, q in zip(cheap_only, table.queries, strict=True)]
+    assert all(c is not None and 0.0 <= c <= 1.0 for c in changes)
+    again = change_probability(model, cheap_only[0], names, table.queries[0].answers, None, rest)
+    assert again == changes[0]  # seeded: the same scores give the same decision
+    full = [change_probability(model, q.matrix, names, q.answers, q.task, []) for q in table.queries]
+    assert full == [0.0] * len(full)  # nothing left to run: nothing can change
+    # the queries whose choice the full ensemble overturns are the ones the lookahead doubted most
+    overturned = [c for c, row in zip(changes, table.rankings, strict=True) if row[0][1] != row[-1][1]]
+    kept = [c for c, row in zip(changes, table.rankings, strict=True) if row[0][1] == row[-1][1]]
+    assert overturned and kept and np.mean(overturned) > np.mean(kept)  # type: ignore[arg-type]
+    v1 = WeaverModel.fit([q.matrix for q in table.queries], names)
+    assert change_probability(v1, cheap_only[0], names, None, None, rest) is None  # v1: the thresholds decide
+
+
+def test_the_lookahead_cascade_keeps_the_full_ensembles_choice_for_less(table: ReplayTable) -> None:
+    full = replay_fixed(table, len(table.stages))
+    lookahead = replay_cascade(table, SettleRule(max_change=0.01))
+    assert lookahead.compute_share < 1.0 and lookahead.agreement >= 0.95
+    assert lookahead.accuracy.mean >= full.accuracy.mean - 0.05

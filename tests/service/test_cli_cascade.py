@@ -26,15 +26,16 @@ def realistic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cascade_json_on_the_simulator(realistic: Path, tmp_path: Path) -> None:
-    result = _weaver("cascade", str(realistic), "--json", "--confidence", "0.9,0.99", "--margin", "0.5,off",
-                     "--budgets", "none,40%", "--plot", str(tmp_path))
+    result = _weaver("cascade", str(realistic), "--json", "--max-change", "0.01", "--confidence", "0.9,0.99",
+                     "--margin", "0.5,off", "--budgets", "none,40%", "--plot", str(tmp_path))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["costs_source"] == "assumed for the simulator" and data["n_queries"] == 40
     policies = data["policies"]
     fixed = [p for p in policies if p["kind"] == "fixed"]
     cascades = [p for p in policies if p["kind"] == "cascade"]
-    assert len(fixed) == len(data["stages"]) and len(cascades) == 2 * 2 * 2
+    assert len(fixed) == len(data["stages"]) and len(cascades) == (1 + 2 * 2) * 2
+    assert [p["max_change"] for p in cascades[:1]] == [0.01] and cascades[1]["max_change"] is None
     assert fixed[-1]["name"].startswith("full ensemble") and fixed[-1]["compute_share"] == pytest.approx(1.0)
     assert all(sum(p["stop_reasons"].values()) == 40 for p in policies)
     budget = [p for p in cascades if p["budget_s"] is not None]

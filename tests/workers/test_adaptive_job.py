@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from models.weaver import WeaverModel
+from models.weaver_v2 import WeaverV2Model
 from workers.config import AdaptiveConfig, VerifierSpec, WorkerConfig
 from workers.contract import ChatMessage, Job, SamplingParams
 from workers.entry import Worker
@@ -196,7 +197,7 @@ async def test_adaptive_n_stops_when_the_vote_is_settled() -> None:
     result, generator = await chat(["A: 18"], 16, model=False)
     compute = result.compute
     assert compute.rounds == [2, 4] and compute.candidates_generated == 4 and compute.candidates_requested == 16
-    assert compute.sampling_stop_reason == "settled" and "leading answer" in compute.detail
+    assert compute.sampling_stop_reason == "settled" and "leading answer" in compute.sampling_detail
     assert generator.calls == [(2, 7), (2, 9)]  # the second round has its own seeds
     assert len(result.candidates) == 4 and result.generation.returned == 4
 
@@ -216,3 +217,30 @@ async def test_adaptive_n_with_the_label_model_and_the_cascade() -> None:
     assert CountingJudge.scored == []
     off, _ = await chat(["A: 18"], 8, model=False, adaptive_n=False)
     assert off.compute.rounds == [8] and off.compute.sampling_stop_reason is None
+
+
+def fitted_v2_model(seed: int = 0) -> WeaverV2Model:
+    """A v2 label model fitted label-free on synthetic queries with answers (the lookahead needs one)."""
+    from models.answers import agreement_shares
+
+    rng = np.random.default_rng(seed)
+    matrices, answers = [], []
+    for _ in range(300):
+        truth = rng.random(4) < 0.5
+        texts = tuple("18" if t else str(rng.choice([24, 26, 32, 14])) for t in truth)
+        math_ok = np.where(truth, rng.choice([1.0, 0.5], 4, p=[0.7, 0.3]), rng.choice([1.0, 0.5], 4, p=[0.4, 0.6]))
+        judge = np.where(truth, rng.random(4) < 0.9, rng.random(4) < 0.1).astype(float)
+        matrices.append(np.column_stack([agreement_shares(texts), math_ok, judge]))
+        answers.append(texts)
+    return WeaverV2Model.fit(matrices, ("answer_agreement", "math_check", "judge"), answers)
+
+
+async def test_with_a_v2_model_the_lookahead_decides() -> None:
+    async with fitted_worker() as w:
+        w.set_weaver_model(fitted_v2_model())
+        settled = await w.run(rerank([*AGREEING[:3], "Sixteen minus seven is nine; 9 x 2 = 18.\nA: 18"]))
+        doubtful = await w.run(rerank(SCATTERED))
+    assert settled.compute is not None and settled.compute.stop_reason == "settled"
+    assert "would change the answer" in settled.compute.detail and settled.compute.verifiers_skipped == ["judge"]
+    assert doubtful.compute is not None and doubtful.compute.verifiers_run[-1] == "judge"
+    assert sorted(CountingJudge.scored) == sorted(SCATTERED)
