@@ -182,10 +182,12 @@ class ComputeLoop:
                                                            Decision | None, tuple[tuple[str, ...], ...]]:
         """One round's verification: (columns by name, skipped -> why, stop reason, last decision, stages)."""
         policy = self.policy
-        if not policy.cascade or not self.posterior:
+        if not policy.cascade:
             columns = await self._run_stage(self.names, texts)
-            return columns, {}, STOP_DISABLED if not policy.cascade else STOP_NO_MODEL, None, (tuple(self.names),)
+            return columns, {}, STOP_DISABLED, None, (tuple(self.names),)
         cascade = Cascade.plan(self.names, self.costs, policy.rule, policy.budget_s, policy.cheap_stage_s)
+        if not self.posterior:  # nothing to read: every stage the budget affords, at once
+            return await self._without_posterior(cascade, 0, 0.0, {}, texts, None)
         columns = await self._run_stage(cascade.stages[0], texts)
         spent = stage_cost(cascade.stages[0], self.costs)
         index = 1
@@ -193,9 +195,8 @@ class ComputeLoop:
             ran = [n for n in self.names if n in columns]
             rest = [n for stage in cascade.stages[index:] for n in stage]
             decision, is_probability = self.decide(ran, [columns[n] for n in ran], texts, rest)
-            if not is_probability:  # nothing to read: run the rest together
-                columns.update(await self._run_stage(rest, texts))
-                return columns, {}, STOP_NO_MODEL, decision, cascade.stages
+            if not is_probability:
+                return await self._without_posterior(cascade, index, spent, columns, texts, decision)
             stop = cascade.stop_reason(index, spent, decision)
             if stop is not None:
                 break
@@ -210,6 +211,25 @@ class ComputeLoop:
         for name in skipped:
             columns[name] = Column(name, [float("nan")] * len(texts), 0.0, None, None)
         return columns, skipped, stop, decision, cascade.stages
+
+    async def _without_posterior(self, cascade: Cascade, index: int, spent: float, columns: dict[str, Column],
+                                 texts: Sequence[str], decision: Decision | None) -> tuple[
+            dict[str, Column], dict[str, str], str, Decision | None, tuple[tuple[str, ...], ...]]:
+        """No posterior to read (no label model): run the stages from ``index`` on together, as many as the
+        budget affords (the first stage always runs); the budget is a cap whether or not a model decides."""
+        run: list[str] = []
+        for k in range(index, len(cascade.stages)):
+            cost = stage_cost(cascade.stages[k], self.costs)
+            if k > 0 and cascade.budget_s is not None and spent + cost > cascade.budget_s:
+                break
+            run += cascade.stages[k]
+            spent += cost
+        columns = {**columns, **await self._run_stage(run, texts)}
+        why = f"cascade: no label model to read; it would pass the budget of {cascade.budget_s} s per candidate"
+        skipped = {n: why for n in self.names if n not in columns}
+        for name in skipped:
+            columns[name] = Column(name, [float("nan")] * len(texts), 0.0, None, None)
+        return columns, skipped, STOP_BUDGET if skipped else STOP_NO_MODEL, decision, cascade.stages
 
     async def _run_stage(self, stage: Sequence[str], texts: Sequence[str]) -> dict[str, Column]:
         results = await asyncio.gather(*(self.score(name, texts) for name in stage))

@@ -136,8 +136,23 @@ async def test_without_a_label_model_every_verifier_runs() -> None:
     finally:
         await cold.close()
     assert result.compute is not None and result.compute.stop_reason == "no_model"
-    assert result.compute.stages == [["answer_agreement", "math_check", "judge"]]
+    assert result.compute.stages == [["answer_agreement", "math_check"], ["judge"]]
+    assert not result.compute.verifiers_skipped
     assert sorted(CountingJudge.scored) == sorted(AGREEING)
+
+
+async def test_without_a_label_model_the_budget_still_caps() -> None:
+    CountingJudge.scored = []
+    cold = Worker.from_config(config())
+    await cold.start()
+    try:
+        capped = await cold.run(rerank(AGREEING, budget_s=0.5))  # the judge's prior: 1 s per candidate
+    finally:
+        await cold.close()
+    assert capped.compute is not None and capped.compute.stop_reason == "budget"
+    assert capped.compute.verifiers_skipped == ["judge"] and CountingJudge.scored == []
+    skipped = next(d for d in capped.diagnostics if d.name == "judge").skipped
+    assert skipped is not None and "no label model" in skipped
 
 
 async def test_the_server_default_can_be_off() -> None:
