@@ -243,4 +243,4 @@ class ComputeLoop:
         return dict(zip(stage, results, strict=True))
 
 
-__all__ = ["STOP_BUDGET", "Candidates", "ComputeLoop", "Outcome", "Policy"]
+__all__ = ["Candidates", "ComputeLoop", "Outcome", "Policy"]
