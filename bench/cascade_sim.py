@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.adaptive import MARGIN_OFF  # noqa: E402
 from models.aggregators import QueryScores  # noqa: E402
 from models.cascade_replay import (  # noqa: E402
-    MARGIN_OFF,
     SIMULATED_COSTS,
     PolicyResult,
     build_table,

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from models.aggregators import QueryScores
+from models.answers import group_answers
 from models.lookahead import change_probability
 from models.simulate_realistic import RealisticConfig, simulate_realistic
 from models.weaver_v2 import WeaverV2Model
@@ -40,7 +41,7 @@ def main() -> None:
         for query in queries[:args.queries]:
             observed = np.where(seen[None, :], query.matrix, np.nan)
             start = time.perf_counter()
-            change_probability(model, observed, names, query.answers, None, rest)
+            change_probability(model, observed, names, group_answers(query.answers or ()), None, rest)
             times.append(time.perf_counter() - start)
         print(f"| {n} | {len(names)} ({len(rest)}) | {1000 * np.median(times):.2f} | "
               f"{1000 * np.percentile(times, 90):.2f} |")

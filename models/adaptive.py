@@ -28,7 +28,8 @@ STOP_BUDGET = "budget"  # the next stage (or round) would pass the compute budge
 STOP_EXHAUSTED = "exhausted"  # every stage ran (or N candidates were sampled) without settling
 STOP_DISABLED = "disabled"  # the request or the configuration turned the policy off
 STOP_NO_MODEL = "no_model"  # the cascade needs a posterior; without a label model every verifier runs
-STOP_REASONS = (STOP_SETTLED, STOP_BUDGET, STOP_EXHAUSTED, STOP_DISABLED, STOP_NO_MODEL)
+
+MARGIN_OFF = math.inf  # a ``SettleRule.margin`` no lead reaches: the margin criterion is off
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class SettleRule:
     """
 
     confidence: float = 0.95
-    margin: float = math.inf  # inf: the lead criterion is off
+    margin: float = MARGIN_OFF
     vote_confidence: float = 0.95
     # with a lookahead (``models.lookahead.change_probability``): settled when the verifiers not yet run would
     # change the top answer group with at most this probability; it replaces confidence and margin

@@ -139,9 +139,10 @@ def build_table(queries: Sequence[QueryScores], model: LabelModel, costs: Mappin
         raise ValueError(f"{len(queries)} queries but {len(labels)} label vectors")
     stages = Cascade.plan(names, costs, SettleRule(), None, cheap_s).stages
     aggregator = WeaverAggregator(model)
+    groups = [group_answers(q.answers) if q.answers is not None else [-1] * q.n_candidates for q in queries]
     rankings: list[list[tuple[np.ndarray, int, bool]]] = []
     changes: list[list[float | None]] = []
-    for query in queries:
+    for query, query_groups in zip(queries, groups, strict=True):
         per_prefix = []
         lookahead: list[float | None] = []
         run: set[str] = set()
@@ -152,11 +153,10 @@ def build_table(queries: Sequence[QueryScores], model: LabelModel, costs: Mappin
             per_prefix.append((r.scores, r.selected, r.is_probability))
             rest = [name for later in stages[k + 1:] for name in later]
             # after the last stage there is nothing to look ahead to: the worker then reads the thresholds too
-            lookahead.append(change_probability(model, masked.matrix, names, query.answers, query.task, rest)
+            lookahead.append(change_probability(model, masked.matrix, names, query_groups, query.task, rest)
                              if rest else None)
         rankings.append(per_prefix)
         changes.append(lookahead)
-    groups = [group_answers(q.answers) if q.answers is not None else [-1] * q.n_candidates for q in queries]
     return ReplayTable(queries, list(labels) if labels is not None else [None] * len(queries), stages,
                        dict(costs), groups, rankings, cheap_s, changes)
 
@@ -249,9 +249,6 @@ def cascade_name(rule: SettleRule, budget_s: float | None) -> str:
         return f"cascade lookahead P(change) <= {rule.max_change:g}, budget {budget}"
     margin = "off" if rule.margin > 1 else f"{rule.margin:g}"
     return f"cascade conf {rule.confidence:g}, margin {margin}, budget {budget}"
-
-
-MARGIN_OFF = 1.01  # a lead above 1 is impossible: the margin criterion never fires
 
 
 def sweep(table: ReplayTable, confidences: Sequence[float], margins: Sequence[float],

@@ -17,9 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import expit
 
-from models.answers import group_answers
 from models.weaver_v2 import WeaverV2Model
 
 # simulated futures per decision; the served threshold 0.01 then means "none of the 64 changed the answer"
@@ -28,35 +26,35 @@ LOOKAHEAD_SAMPLES = 64
 LOOKAHEAD_SEED = 0  # fixed: the same scores always give the same decision
 
 
-def change_probability(model: object, matrix: np.ndarray, names: Sequence[str], answers: Sequence[str | None] | None,
+def change_probability(model: object, matrix: np.ndarray, names: Sequence[str], groups: Sequence[int] | None,
                        task: str | None, remaining: Sequence[str], samples: int = LOOKAHEAD_SAMPLES,
                        seed: int = LOOKAHEAD_SEED) -> float | None:
     """P(the top answer group changes if every verifier in ``remaining`` ran), under ``model``.
 
-    ``matrix`` holds the scores observed so far (columns ``names``; unrun verifiers NaN or absent). None when
-    the model cannot say (not a v2 model); 0 when no remaining verifier carries evidence in the model.
+    ``matrix`` holds the scores observed so far (columns ``names``; unrun verifiers NaN or absent); ``groups``
+    are the candidates' answer groups (``group_answers``; None: no answers). None when the model cannot say
+    (not a v2 model); 0 when no remaining verifier carries evidence in the model.
     """
     if not isinstance(model, WeaverV2Model):
         return None
-    aligned = model.align(matrix, names)
     index = {name: j for j, name in enumerate(model.verifier_names)}
     tables = [(index[name], model.bin_distributions(index[name])) for name in remaining if name in index]
     simulated = [(j, t) for j, t in tables if t is not None]
     if not simulated:
         return 0.0
     rng = np.random.default_rng(seed)
-    evidence = model.evidence(aligned)
+    evidence = model.evidence(model.align(matrix, names))
     n = evidence.shape[0]
-    grouped = answers is not None and any(a is not None for a in answers) and model.config.answer_groups
+    grouped = groups is not None and any(g >= 0 for g in groups) and model.config.answer_groups
     if grouped:
-        groups = group_answers(answers or ())
+        assert groups is not None
         unique = model.answers_unique(task)
-        post, none = model.group_posterior(evidence, groups, unique)
-        group_of = _group_index(groups)
+        post, none, group_of = model.group_posterior(evidence, groups, unique)
         right = _draw_groups(rng, post[0], float(none[0]) if unique else None, samples)[:, group_of]  # (S, n)
+        current = post[0]
     else:
-        post = expit(np.log(model.pi / (1 - model.pi)) + evidence @ model.weight)[None, :]
-        right = rng.random((samples, n)) < post  # candidates independent
+        current = model.independent_posterior(evidence)
+        right = rng.random((samples, n)) < current  # candidates independent
     future = np.repeat(evidence[None], samples, axis=0)
     for j, (p1, p0, llr) in simulated:
         u = rng.random((samples, n))
@@ -64,21 +62,11 @@ def change_probability(model: object, matrix: np.ndarray, names: Sequence[str], 
         b0 = np.minimum(np.searchsorted(np.cumsum(p0), u), p0.size - 1)
         future[:, :, j] = np.where(right, llr[b1], llr[b0])
     if grouped:
-        new, _ = model.group_posterior(future.reshape(samples * n, -1), groups, unique, copies=samples)
+        assert groups is not None
+        new, _, _ = model.group_posterior(future.reshape(samples * n, -1), groups, unique, copies=samples)
     else:
-        new = expit(np.log(model.pi / (1 - model.pi)) + future @ model.weight)
-    current = int(np.argmax(post[0]))
-    return float(np.mean(np.argmax(new, axis=1) != current))
-
-
-def _group_index(groups: Sequence[int]) -> np.ndarray:
-    """Candidate -> group column, numbered as ``build_layout`` numbers them (answerless candidates last)."""
-    g = np.asarray(groups, dtype=np.int64).copy()
-    loners = g < 0
-    g[loners] = g.max(initial=-1) + 1 + np.arange(int(loners.sum()))
-    _, local = np.unique(g, return_inverse=True)
-    out: np.ndarray = local.ravel()
-    return out
+        new = model.independent_posterior(future)
+    return float(np.mean(np.argmax(new, axis=1) != int(np.argmax(current))))
 
 
 def _draw_groups(rng: np.random.Generator, post: np.ndarray, none: float | None, samples: int) -> np.ndarray:

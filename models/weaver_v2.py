@@ -209,28 +209,34 @@ class WeaverV2Model:
         with equal posteriors (members of one answer group, or equal bins) are ordered by the score
         detail that binning set aside.
         """
-        normalized = self.normalizer.transform(matrix)
-        missing = np.isnan(normalized)
-        llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
+        llr, normalized, missing = self._evidence(matrix)
         kept = self._kept_idx
         observed = ~missing[:, kept]
         count = observed.sum(1)
         tie = np.where(count > 0, np.where(observed, normalized[:, kept], 0.0).sum(1) / np.maximum(count, 1), 0.5)
-        if not _has_answers(answers) or not self.config.answer_groups:
-            return expit(self._prior_logit + llr @ self.weight), tie
-        unique = self.config.unique_answers and task not in self.config.multi_answer_tasks
-        no_bins = np.empty((matrix.shape[0], 0), dtype=np.int16)  # scoring needs only the group structure
-        layout = build_layout([no_bins], [np.array(group_answers(answers or ()), dtype=np.int64)], [unique])
-        evidence = group_evidence(llr, layout, member_weights(layout, self._structure))
-        post, _ = group_posteriors(evidence, layout, self.rho0, self.pi)
-        return post[layout.group_of], tie
+        if not self.uses_groups(answers):
+            return self.independent_posterior(llr), tie
+        post, _, group_of = self.group_posterior(llr, group_answers(answers or ()), self.answers_unique(task))
+        return post[0][group_of], tie
+
+    def _evidence(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        normalized = self.normalizer.transform(matrix)
+        missing = np.isnan(normalized)
+        llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
+        return llr, normalized, missing
 
     def evidence(self, matrix: np.ndarray) -> np.ndarray:
         """(n, m) log-likelihood ratio of each candidate's binned score per verifier (0 where it abstained),
         for a matrix in this model's column order; ``models.lookahead`` adds simulated evidence to it."""
-        normalized = self.normalizer.transform(matrix)
-        missing = np.isnan(normalized)
-        out: np.ndarray = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
+        return self._evidence(matrix)[0]
+
+    def uses_groups(self, answers: Sequence[str | None] | None) -> bool:
+        """Whether candidates are scored as answer groups (some answer extracted, groups on) or independently."""
+        return _has_answers(answers) and self.config.answer_groups
+
+    def independent_posterior(self, evidence: np.ndarray) -> np.ndarray:
+        """P(correct) of candidates scored independently, from their (..., n, m) evidence."""
+        out: np.ndarray = expit(self._prior_logit + evidence @ self.weight)
         return out
 
     def bin_distributions(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -242,15 +248,16 @@ class WeaverV2Model:
         return p1 / p1.sum(), p0 / p0.sum(), self._table[j, :k]
 
     def group_posterior(self, evidence: np.ndarray, groups: Sequence[int], unique: bool,
-                        copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """P(group right) per group and P(no group right), for ``copies`` stacked copies of one query's
-        (copies * n, m) evidence with the same answer groups: shapes (copies, G) and (copies,)."""
-        no_bins = np.empty((len(groups), 0), dtype=np.int16)
+                        copies: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(group right) per group, P(no group right) and each candidate's group column, for ``copies``
+        stacked copies of one query's (copies * n, m) evidence with the same answer groups (``group_answers``
+        ids; a candidate without an answer is a group of its own): shapes (copies, G), (copies,) and (n,)."""
+        no_bins = np.empty((len(groups), 0), dtype=np.int16)  # scoring needs only the group structure
         group_ids = np.array(groups, dtype=np.int64)
         layout = build_layout([no_bins] * copies, [group_ids] * copies, [unique] * copies)
         post, none = group_posteriors(group_evidence(evidence, layout, member_weights(layout, self._structure)),
                                       layout, self.rho0, self.pi)
-        return post.reshape(copies, -1), none
+        return post.reshape(copies, -1), none, layout.group_of[:len(groups)]
 
     def answers_unique(self, task: str | None) -> bool:
         return self.config.unique_answers and task not in self.config.multi_answer_tasks

@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.core import CounterMetricFamily
 
-from workers.contract import JobResult
+from workers.contract import ComputeInfo, JobResult
 from workers.queue.base import Catalog, QueueStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -202,17 +202,15 @@ def observe_result(endpoint: str, result: JobResult, abstained: bool) -> None:
     if result.aggregator:
         AGGREGATOR_INFO.labels(result.aggregator, result.aggregator_version or "").set(1)
     if result.compute is not None:
-        observe_compute(endpoint, result)
+        observe_compute(endpoint, result.compute, sampled=result.generation is not None)
 
 
-def observe_compute(endpoint: str, result: JobResult) -> None:
-    compute = result.compute
-    assert compute is not None
+def observe_compute(endpoint: str, compute: ComputeInfo, *, sampled: bool) -> None:
     VERIFIER_CALLS.labels(endpoint).observe(compute.verifier_calls)
     COMPUTE_STOPS.labels("verification", compute.stop_reason).inc()
     VERIFIER_COMPUTE.labels("spent").inc(compute.verifier_seconds)
     VERIFIER_COMPUTE.labels("full").inc(compute.full_verifier_seconds)
-    if result.generation is not None:
+    if sampled:
         CANDIDATES_GENERATED.observe(compute.candidates_generated)
         SAMPLED.labels("generated").inc(compute.candidates_generated)
         SAMPLED.labels("requested").inc(compute.candidates_requested)

@@ -20,12 +20,12 @@ report counts only the work that was new (``ComputeInfo``).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from models.adaptive import (
+    MARGIN_OFF,
     STOP_BUDGET,
     STOP_DISABLED,
     STOP_EXHAUSTED,
@@ -79,20 +79,15 @@ class Policy:
     budget_s: float | None
     first_round: int
     cheap_stage_s: float
-    off_reason: str = ""  # why the cascade is off, when it is
 
     @classmethod
-    def resolve(cls, job: Job, config: AdaptiveConfig, own_plan: bool) -> Policy:
-        """``own_plan``: the job's aggregator chooses its own columns (the distilled cascade); ours stays off."""
+    def resolve(cls, job: Job, config: AdaptiveConfig) -> Policy:
         cascade = config.cascade if job.cascade is None else job.cascade
-        off = "" if cascade else "turned off by the request" if job.cascade is False else "off in the configuration"
-        if own_plan and cascade:
-            cascade, off = False, f"aggregator {job.aggregator} chooses its own verifiers"
         adaptive = job.kind == "generate" and (config.adaptive_n if job.adaptive_n is None else job.adaptive_n)
-        rule = SettleRule(config.confidence, math.inf if config.margin is None else config.margin,
+        rule = SettleRule(config.confidence, MARGIN_OFF if config.margin is None else config.margin,
                           config.vote_confidence, config.max_change)
         budget = config.budget_s if job.budget_s is None else job.budget_s
-        return cls(cascade, adaptive, rule, budget, config.first_round, config.cheap_stage_s, off)
+        return cls(cascade, adaptive, rule, budget, config.first_round, config.cheap_stage_s)
 
 
 # (start index, count) -> the new candidates
@@ -106,8 +101,7 @@ Decide = Callable[[list[str], list[Column], Sequence[str], list[str]], tuple[Dec
 @dataclass
 class Outcome:
     candidates: Candidates
-    names: list[str]  # every requested verifier, in request order
-    columns: list[Column]  # one per name; skipped verifiers are all-NaN columns
+    columns: list[Column]  # one per requested verifier, in request order; skipped ones are all-NaN
     skipped: dict[str, str]  # verifier -> why it did not run
     compute: ComputeInfo
     generation_s: float
@@ -175,7 +169,7 @@ class ComputeLoop:
             full_verifier_seconds=round(full, 6), budget_s=policy.budget_s, stop_reason=stop,
             sampling_stop_reason=sampling_stop, detail=decision.reason if decision is not None else "",
             sampling_detail=sampling_detail)
-        return Outcome(candidates, self.names, [columns[n] for n in self.names], skipped, compute,
+        return Outcome(candidates, [columns[n] for n in self.names], skipped, compute,
                        generation_s, verification_s)
 
     async def _verify(self, texts: Sequence[str]) -> tuple[dict[str, Column], dict[str, str], str,

@@ -245,8 +245,7 @@ class Worker:
                 self.aggregators.check(job.aggregator)
             except UnknownAggregator as exc:
                 raise JobError(str(exc), "invalid_request_error") from exc
-            own_plan = self.aggregators.plan(job.aggregator)
-            policy = Policy.resolve(job, self.config.adaptive, own_plan is not None)
+            own_plan = self.aggregators.plan(job.aggregator)  # the distilled cascade: our cascade stays out
             if own_plan is not None:
                 t = time.perf_counter()
                 candidates = await self._candidates(job, 0, self._requested(job))
@@ -256,6 +255,7 @@ class Worker:
                 timings["verification"] = time.perf_counter() - t
                 compute, skipped = None, {}
             else:
+                policy = Policy.resolve(job, self.config.adaptive)
                 outcome = await self._compute_loop(job, names, policy).run(self._requested(job))
                 candidates, columns, compute, skipped = (outcome.candidates, outcome.columns, outcome.compute,
                                                          outcome.skipped)
@@ -344,7 +344,7 @@ class Worker:
             groups = group_answers(query.answers or ())
             change = None
             if ranking.is_probability and rest and policy.rule.max_change is not None:
-                change = change_probability(model, query.matrix, ran, query.answers, job.task, rest)
+                change = change_probability(model, query.matrix, ran, groups, job.task, rest)
             return policy.rule.decide(ranking.scores, groups, ranking.is_probability, change), ranking.is_probability
 
         return ComputeLoop(policy, names, costs, group_verifiers,

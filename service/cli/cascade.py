@@ -163,7 +163,8 @@ def cascade_cmd(
     The label model is fitted label-free on all queries with every verifier (as `weaver eval` does); each
     policy then ranks with the verifiers it ran, the others abstaining, exactly as the worker serves it.
     """
-    from models.cascade_replay import MARGIN_OFF, best_within, build_table, fit_label_model, sweep
+    from models.adaptive import MARGIN_OFF
+    from models.cascade_replay import best_within, build_table, fit_label_model, sweep
     from models.label_models import LABEL_MODEL_NAMES
 
     if label_model not in LABEL_MODEL_NAMES:
@@ -236,7 +237,8 @@ def _costs(file: Path, sets: list[Any], names: list[str], overrides: dict[str, f
 
 def _policy_json(p: Any) -> dict[str, Any]:
     return {
-        "name": p.name, "kind": p.kind, "max_change": p.max_change, "confidence": p.confidence, "margin": p.margin,
+        "name": p.name, "kind": p.kind, "max_change": p.max_change, "confidence": p.confidence,
+        "margin": None if p.margin is None or p.margin > 1 else p.margin,  # null: off (or a fixed policy)
         "budget_s": p.budget_s,
         "accuracy": {"mean": p.accuracy.mean, "low": p.accuracy.low, "high": p.accuracy.high},
         "compute_s": p.compute_s, "compute_share": p.compute_share, "agreement_with_full": p.agreement,

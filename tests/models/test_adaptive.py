@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from models.adaptive import (
+    MARGIN_OFF,
     STOP_BUDGET,
     STOP_EXHAUSTED,
     STOP_SETTLED,
@@ -21,7 +22,6 @@ from models.adaptive import (
 )
 from models.aggregators import QueryScores, WeaverAggregator
 from models.cascade_replay import (
-    MARGIN_OFF,
     SIMULATED_COSTS,
     ReplayTable,
     best_within,
@@ -216,12 +216,13 @@ def test_change_probability_follows_the_doubt(table: ReplayTable) -> None:
     rest = [n for stage in table.stages[1:] for n in stage]
     first = set(table.stages[0])
     cheap_only = [np.where([n in first for n in names], q.matrix, np.nan) for q in table.queries]
-    changes = [change_probability(model, m, names, q.answers, q.task, rest)
-               for m, q in zip(cheap_only, table.queries, strict=True)]
+    changes = [change_probability(model, m, names, g, q.task, rest)
+               for m, q, g in zip(cheap_only, table.queries, table.groups, strict=True)]
     assert all(c is not None and 0.0 <= c <= 1.0 for c in changes)
-    again = change_probability(model, cheap_only[0], names, table.queries[0].answers, None, rest)
+    again = change_probability(model, cheap_only[0], names, table.groups[0], None, rest)
     assert again == changes[0]  # seeded: the same scores give the same decision
-    full = [change_probability(model, q.matrix, names, q.answers, q.task, []) for q in table.queries]
+    full = [change_probability(model, q.matrix, names, g, q.task, []) for q, g in zip(table.queries, table.groups,
+                                                                                       strict=True)]
     assert full == [0.0] * len(full)  # nothing left to run: nothing can change
     # the queries whose choice the full ensemble overturns are the ones the lookahead doubted most
     overturned = [c for c, row in zip(changes, table.rankings, strict=True) if row[0][1] != row[-1][1]]
