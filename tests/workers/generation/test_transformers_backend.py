@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -146,13 +148,39 @@ async def test_cancelled_request_leaves_the_others_intact(tiny_model_dir: Path) 
 
 async def test_cancelling_every_caller_stops_the_running_batch(tiny_model_dir: Path) -> None:
     backend = await started(tiny_model_dir)
+    entered, decoded = threading.Event(), []
+    run_batch = backend._run_batch
+
+    class CancelledMidDecode:
+        """Stands in for the batch's abandonment flag. At its 10th check, with decoding under way, it tells the
+        test and waits for the caller's cancellation to land: a tiny model could otherwise finish all its
+        tokens before the test's cancel, on a fast machine."""
+
+        def __init__(self, real: threading.Event) -> None:
+            self.real, self.checks = real, 0
+
+        def is_set(self) -> bool:
+            self.checks += 1
+            if self.checks == 10:
+                entered.set()
+                assert self.real.wait(10)
+            return self.real.is_set()
+
+    def in_flight(batch: list[Any], abandoned: threading.Event) -> list[Any]:
+        outputs = run_batch(batch, CancelledMidDecode(abandoned))  # type: ignore[arg-type]
+        decoded.extend(c.completion_tokens for out in outputs for c in out.candidates)
+        return outputs
+
+    backend._run_batch = in_flight  # type: ignore[method-assign]
     long_run = SamplingParams(temperature=1.0, max_tokens=200)
     task = asyncio.create_task(backend.generate(chat("long"), 4, long_run))
-    await asyncio.sleep(0.05)  # the batch is decoding in its thread
+    assert await asyncio.to_thread(entered.wait, 10)
     task.cancel()
+    backend._run_batch = run_batch  # type: ignore[method-assign]
     out = await backend.generate(chat("next"), 1, SamplingParams(temperature=1.0, max_tokens=4, seed=0))
     assert out.returned == 1
-    assert backend.abandoned_batches == 1  # the cancelled batch stopped early instead of decoding 200 tokens
+    assert backend.abandoned_batches == 1
+    assert 0 < sum(decoded) < 4 * 200 / 10, decoded  # the batch was decoding, and stopped instead of going on
     await backend.close()
 
 
