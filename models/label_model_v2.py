@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.within_query import ContrastFit, Contrasts, contrast_evidence, fit_contrasts
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -95,6 +97,7 @@ class FitV2:
     iterations: int
     converged: bool
     last_change: float
+    contrast: ContrastFit | None = None
 
     @property
     def llr_table(self) -> np.ndarray:
@@ -215,10 +218,21 @@ def initial_posterior(bins: np.ndarray, width: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.02, 0.98)
 
 
+@dataclass(frozen=True)
+class Within:
+    """Verifiers scored by within-query contrasts (``models.within_query``) instead of histograms."""
+
+    terms: Contrasts
+    columns: np.ndarray  # (m,) bool
+    query_of: np.ndarray  # (N,) query of each candidate
+    start: np.ndarray  # (N,) initial candidate posteriors (from the histogram-only fit)
+
+
 def fit_v2(
     layout: Layout,
     n_bins: np.ndarray,
     *,
+    within: Within | None = None,
     learn_structure: bool = True,
     rounds: int = 2,
     smoothing: float = 0.5,
@@ -233,7 +247,8 @@ def fit_v2(
     observed = (bins >= 0).astype(float)
     flat = abstain_index(bins, width).ravel()
     size = m * (width + 1)
-    q = initial_posterior(bins, n_bins)
+    q = initial_posterior(bins, n_bins) if within is None else within.start.copy()
+    contrast: ContrastFit | None = None
     structure = independent_structure(m)
     rho0, pi = 0.5, 0.5
     log_p1 = log_p0 = np.zeros((m, width))
@@ -263,8 +278,10 @@ def fit_v2(
                     none = np.where(layout.unique, 1 - np.maximum.reduceat(g_post, layout.query_starts), np.nan)
                 rho0 = float(np.clip((np.nansum(none[layout.unique]) + 1) / (layout.unique.sum() + 2),
                                      1e-4, 1 - 1e-4))
+            if within is not None:
+                contrast = fit_contrasts(within.terms, q, within.query_of, layout.query_groups.size, within.columns)
             # E-step
-            llr = extend(log_p1 - log_p0).ravel()[flat].reshape(n, m)
+            llr = _evidence(log_p1 - log_p0, flat, n, m, within, contrast)
             post, none = group_posteriors(group_evidence(llr, layout, weights), layout, rho0, pi)
             new_q = post if layout.all_singletons else post[layout.group_of]
             change = float(np.max(np.abs(new_q - q))) if n else 0.0
@@ -273,6 +290,15 @@ def fit_v2(
                 converged = True
                 break
         if learn_structure and round_ < rounds:
-            llr = extend(log_p1 - log_p0).ravel()[flat].reshape(n, m)
+            llr = _evidence(log_p1 - log_p0, flat, n, m, within, contrast)
             structure = estimate_structure(llr, observed, q, layout, subset)
-    return FitV2(log_p1, log_p0, rho0, pi, structure, q, total_iter, converged, change)
+    return FitV2(log_p1, log_p0, rho0, pi, structure, q, total_iter, converged, change, contrast)
+
+
+def _evidence(table: np.ndarray, flat: np.ndarray, n: int, m: int, within: Within | None,
+              contrast: ContrastFit | None) -> np.ndarray:
+    """(N, m) evidence: histogram log-ratios, with contrast evidence in the within-query columns."""
+    llr: np.ndarray = extend(table).ravel()[flat].reshape(n, m)
+    if within is not None and contrast is not None:
+        llr = np.where(within.columns[None, :], contrast_evidence(within.terms, contrast, within.columns), llr)
+    return llr

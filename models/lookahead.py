@@ -2,8 +2,9 @@
 
 The verifier cascade asks this after each stage. Under the fitted v2 label model, the answer is a
 preposterior computation: draw which answer group is right (or none) from the current posterior, draw every
-remaining verifier's score bin from its fitted class-conditional histogram, recompute the posterior, and
-count how often the top group changes. The cascade stops when that probability is small: the rest of the
+remaining verifier's score bin from its fitted class-conditional histogram (or, for a verifier the model scores
+by its within-query contrast, its score from the fitted contrast model), recompute the posterior, and count
+how often the top group changes. The cascade stops when that probability is small: the rest of the
 ensemble is then unlikely to change the answer, which is what "settled" means.
 
 It reads nothing but the model and the scores observed so far (label-free), and it is only as right as the
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.weaver_v2 import WeaverV2Model
+from models.within_query import ContrastFit, contrast_evidence, contrasts
 
 # simulated futures per decision; the served threshold 0.01 then means "none of the 64 changed the answer"
 # (zero of 64 bounds the true probability below 4.6% with 95% confidence)
@@ -38,17 +40,20 @@ def change_probability(model: object, matrix: np.ndarray, names: Sequence[str], 
     if not isinstance(model, WeaverV2Model):
         return None
     index = {name: j for j, name in enumerate(model.verifier_names)}
-    tables = [(index[name], model.bin_distributions(index[name])) for name in remaining if name in index]
+    grouped = groups is not None and any(g >= 0 for g in groups) and model.config.answer_groups
+    unique = grouped and model.answers_unique(task)
+    within = grouped and model.scores_within(unique)
+    wanted = [index[name] for name in remaining if name in index]
+    by_contrast = [j for j in wanted if within and model.grouped is not None and model.grouped.columns[j]]
+    tables = [(j, model.bin_distributions(j, within)) for j in wanted if j not in by_contrast]
     simulated = [(j, t) for j, t in tables if t is not None]
-    if not simulated:
+    if not simulated and not by_contrast:
         return 0.0
     rng = np.random.default_rng(seed)
-    evidence = model.evidence(model.align(matrix, names))
+    evidence = model.evidence(model.align(matrix, names), groups if grouped else None, unique)
     n = evidence.shape[0]
-    grouped = groups is not None and any(g >= 0 for g in groups) and model.config.answer_groups
     if grouped:
         assert groups is not None
-        unique = model.answers_unique(task)
         post, none, group_of = model.group_posterior(evidence, groups, unique)
         right = _draw_groups(rng, post[0], float(none[0]) if unique else None, samples)[:, group_of]  # (S, n)
         current = post[0]
@@ -61,6 +66,8 @@ def change_probability(model: object, matrix: np.ndarray, names: Sequence[str], 
         b1 = np.minimum(np.searchsorted(np.cumsum(p1), u), p1.size - 1)
         b0 = np.minimum(np.searchsorted(np.cumsum(p0), u), p0.size - 1)
         future[:, :, j] = np.where(right, llr[b1], llr[b0])
+    if by_contrast:
+        future[:, :, by_contrast] = _simulated_contrasts(model, right, group_of, by_contrast, rng)
     if grouped:
         assert groups is not None
         new, _, _ = model.group_posterior(future.reshape(samples * n, -1), groups, unique, copies=samples)
@@ -77,3 +84,21 @@ def _draw_groups(rng: np.random.Generator, post: np.ndarray, none: float | None,
     probs = np.append(post, none)
     picks = rng.choice(probs.size, size=samples, p=probs / probs.sum())
     return picks[:, None] == np.arange(post.size)[None, :]
+
+
+def _simulated_contrasts(model: WeaverV2Model, right: np.ndarray, group_of: np.ndarray, columns: list[int],
+                         rng: np.random.Generator) -> np.ndarray:
+    """(S, n, len(columns)) contrast evidence of scores drawn from the fitted contrast model given ``right``."""
+    assert model.grouped is not None
+    g = model.grouped
+    samples, n = right.shape
+    share = np.bincount(group_of)[group_of] / n
+    cols = np.array(columns)
+    noise = rng.standard_normal((samples, n, cols.size)) * np.sqrt(g.var[cols])
+    scores = g.delta[cols] * right[:, :, None] + g.gamma[cols] * share[None, :, None] + noise
+    stacked_groups = (group_of[None, :] + (group_of.max() + 1) * np.arange(samples)[:, None]).ravel()
+    terms = contrasts(scores.reshape(samples * n, cols.size), stacked_groups, np.repeat(np.arange(samples), n),
+                      samples)
+    fit = ContrastFit(g.delta[cols], g.gamma[cols], g.var[cols])
+    out: np.ndarray = contrast_evidence(terms, fit, np.ones(cols.size, dtype=bool)).reshape(samples, n, cols.size)
+    return out

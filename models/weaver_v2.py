@@ -6,7 +6,9 @@ Differences from version 1 (``models.weaver``, binary Dawid-Skene), each switcha
 * ``answer_groups``: candidates with equivalent final answers share one latent label; with
   ``unique_answers`` at most one group per query is right (tasks in ``multi_answer_tasks`` excepted);
 * ``dependency_guard``: intra-group and cross-verifier correlations learned from the fit discount
-  double-counted evidence (see ``models.label_model_v2``).
+  double-counted evidence (see ``models.label_model_v2``);
+* ``within_query``: on single-answer queries a second EM stage scores continuous verifiers by their contrast
+  within the query, which no per-prompt shift of a verifier's scores survives (see ``models.within_query``).
 
 Still label-free and inductive: fitted once on a pool of queries, persisted as a versioned JSON
 artifact, and a single new query is scored without the fit data.
@@ -18,7 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from models.label_model_v2 import (
     FitV2,
     Layout,
     Structure,
+    Within,
     build_layout,
     fit_v2,
     group_evidence,
@@ -39,6 +42,7 @@ from models.label_model_v2 import (
 )
 from models.normalization import Normalizer
 from models.weaver import Explanation, align_columns
+from models.within_query import ContrastFit, contrast_evidence, contrasts, level_verifiers
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
 
@@ -51,11 +55,43 @@ class WeaverV2Config:
     answer_groups: bool = True
     unique_answers: bool = True
     dependency_guard: bool = True
+    within_query: bool = True
     multi_answer_tasks: tuple[str, ...] = ("code",)
     min_coverage: float = 0.05
     smoothing: float = 0.5
     tol: float = 1e-4
     max_iter: int = 300
+
+
+@dataclass(frozen=True)
+class GroupedParams:
+    """The model for single-answer queries with answer groups when ``within_query`` is on (second EM stage).
+
+    ``columns`` are scored by their within-query contrast (``delta``, ``gamma``, ``var``); the others (level
+    verifiers such as answer agreement) by the histograms ``log_p1``/``log_p0`` of this stage.
+    """
+
+    columns: np.ndarray  # (m,) bool
+    delta: np.ndarray
+    gamma: np.ndarray
+    var: np.ndarray
+    log_p1: np.ndarray
+    log_p0: np.ndarray
+    weight: np.ndarray
+    icc: np.ndarray
+    rho0: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": [bool(c) for c in self.columns], "delta": self.delta.tolist(),
+                "gamma": self.gamma.tolist(), "var": self.var.tolist(), "log_p1": self.log_p1.tolist(),
+                "log_p0": self.log_p0.tolist(), "weight": self.weight.tolist(), "icc": self.icc.tolist(),
+                "rho0": self.rho0}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GroupedParams:
+        arrays = {k: np.array(data[k], dtype=float) for k in ("delta", "gamma", "var", "log_p1", "log_p0",
+                                                                "weight", "icc")}
+        return cls(columns=np.array(data["columns"], dtype=bool), rho0=float(data["rho0"]), **arrays)
 
 
 @dataclass(frozen=True)
@@ -91,6 +127,8 @@ class FitReportV2:
     fit_seconds: float
     warnings: tuple[str, ...]
     verifiers: tuple[VerifierReportV2, ...]
+    within_query: tuple[str, ...] = ()  # verifiers scored by their within-query contrast on single-answer queries
+    within_none_right: float = float("nan")  # the second stage's P(no answer group right)
 
 
 @dataclass
@@ -110,6 +148,7 @@ class WeaverV2Model:
     created_at: float = field(default_factory=time.time)
     task: str | None = None
     by_task: dict[str, WeaverV2Model] = field(default_factory=dict)
+    grouped: GroupedParams | None = None
 
     def __post_init__(self) -> None:
         self._index = {name: j for j, name in enumerate(self.verifier_names)}
@@ -119,6 +158,12 @@ class WeaverV2Model:
         counts = n_bins(list(self.edges))
         self._flat_table = np.concatenate([self._table[j, :counts[j]] for j in range(len(counts))])
         self._structure = Structure(self.weight, self.icc, np.zeros((len(self.weight), len(self.weight))))
+        self._grouped_structure = self._structure
+        if self.grouped is not None:
+            table = np.where(self.kept[:, None], self.grouped.log_p1 - self.grouped.log_p0, 0.0)
+            self._grouped_flat = np.concatenate([table[j, :counts[j]] for j in range(len(counts))])
+            self._grouped_structure = Structure(self.grouped.weight, self.grouped.icc,
+                                                np.zeros((len(self.weight), len(self.weight))))
         self._prior_logit = float(np.log(self.pi / (1 - self.pi)))
         self._kept_idx = np.flatnonzero(self.kept) if self.kept.any() else np.arange(len(self.kept))
 
@@ -195,10 +240,17 @@ class WeaverV2Model:
         layout = _layout(bins, matrices, answers, tasks, config)
         fit = fit_v2(layout, counts, learn_structure=config.dependency_guard, smoothing=config.smoothing,
                      tol=config.tol, max_iter=config.max_iter)
+        grouped = None
+        if config.within_query and config.answer_groups and layout.unique.any():
+            grouped, fit = _fit_grouped(fit, layout, normalized, bins, [len(mx) for mx in matrices], counts, kept,
+                                        config)
         report = _report(fit, layout, names, normalizer, kept, reasons, counts, thresholds, coverage, normalized,
                          len(matrices), time.perf_counter() - start)
+        if grouped is not None:
+            report = replace(report, within_query=tuple(n for n, c in zip(names, grouped.columns, strict=True) if c),
+                             within_none_right=grouped.rho0)
         return cls(names, normalizer, tuple(edges), kept, fit.log_p1, fit.log_p0, fit.structure.weight,
-                   fit.structure.icc, fit.rho0, fit.pi, report, config)
+                   fit.structure.icc, fit.rho0, fit.pi, report, config, grouped=grouped)
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
@@ -216,7 +268,11 @@ class WeaverV2Model:
         tie = np.where(count > 0, np.where(observed, normalized[:, kept], 0.0).sum(1) / np.maximum(count, 1), 0.5)
         if not self.uses_groups(answers):
             return self.independent_posterior(llr), tie
-        post, _, group_of = self.group_posterior(llr, group_answers(answers or ()), self.answers_unique(task))
+        groups = group_answers(answers or ())
+        unique = self.answers_unique(task)
+        if self.scores_within(unique):
+            llr = self._grouped_evidence(normalized, missing, groups)
+        post, _, group_of = self.group_posterior(llr, groups, unique)
         return post[0][group_of], tie
 
     def _evidence(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,10 +281,33 @@ class WeaverV2Model:
         llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
         return llr, normalized, missing
 
-    def evidence(self, matrix: np.ndarray) -> np.ndarray:
-        """(n, m) log-likelihood ratio of each candidate's binned score per verifier (0 where it abstained),
-        for a matrix in this model's column order; ``models.lookahead`` adds simulated evidence to it."""
-        return self._evidence(matrix)[0]
+    def _grouped_evidence(self, normalized: np.ndarray, missing: np.ndarray, groups: Sequence[int]) -> np.ndarray:
+        """Evidence on a single-answer query under the grouped parameters: the second stage's histograms for
+        level verifiers, within-query contrasts for the others."""
+        assert self.grouped is not None
+        g = self.grouped
+        llr = np.where(missing, 0.0, self._grouped_flat[self._digitizer.global_bins(normalized, missing)])
+        layout = build_layout([np.empty((len(groups), 0), dtype=np.int16)], [np.array(groups, dtype=np.int64)],
+                              [True])
+        z = np.where(self.kept[None, :], normalized, np.nan)
+        terms = contrasts(z, layout.group_of, np.zeros(len(groups), dtype=np.int64), 1)
+        within = contrast_evidence(terms, ContrastFit(g.delta, g.gamma, g.var), g.columns)
+        out: np.ndarray = np.where(g.columns[None, :], within, llr)
+        return out
+
+    def evidence(self, matrix: np.ndarray, groups: Sequence[int] | None = None, unique: bool = False) -> np.ndarray:
+        """(n, m) log-likelihood ratio of each candidate's score per verifier (0 where it abstained), for a
+        matrix in this model's column order and, on single-answer queries, its answer groups (``group_answers``
+        ids; within-query contrasts then score the verifiers they apply to); ``models.lookahead`` adds
+        simulated evidence to it."""
+        llr, normalized, missing = self._evidence(matrix)
+        if groups is not None and self.scores_within(unique):
+            llr = self._grouped_evidence(normalized, missing, groups)
+        return llr
+
+    def scores_within(self, unique: bool) -> bool:
+        """Whether a grouped query with this uniqueness is scored by the within-query (second-stage) model."""
+        return self.grouped is not None and unique
 
     def uses_groups(self, answers: Sequence[str | None] | None) -> bool:
         """Whether candidates are scored as answer groups (some answer extracted, groups on) or independently."""
@@ -239,13 +318,18 @@ class WeaverV2Model:
         out: np.ndarray = expit(self._prior_logit + evidence @ self.weight)
         return out
 
-    def bin_distributions(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Verifier ``j``'s fitted P(bin | right), P(bin | wrong) and each bin's evidence; None if not kept."""
+    def bin_distributions(self, j: int, within: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Verifier ``j``'s fitted P(bin | right), P(bin | wrong) and each bin's evidence; None if not kept.
+        ``within``: the second stage's histograms (single-answer queries with the within-query model)."""
         k = int(n_bins([self.edges[j]])[0]) if self.kept[j] else 0
         if k == 0:
             return None
-        p1, p0 = np.exp(self.log_p1[j, :k]), np.exp(self.log_p0[j, :k])
-        return p1 / p1.sum(), p0 / p0.sum(), self._table[j, :k]
+        if within and self.grouped is not None:
+            log_p1, log_p0 = self.grouped.log_p1, self.grouped.log_p0
+        else:
+            log_p1, log_p0 = self.log_p1, self.log_p0
+        p1, p0 = np.exp(log_p1[j, :k]), np.exp(log_p0[j, :k])
+        return p1 / p1.sum(), p0 / p0.sum(), log_p1[j, :k] - log_p0[j, :k]
 
     def group_posterior(self, evidence: np.ndarray, groups: Sequence[int], unique: bool,
                         copies: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -255,8 +339,11 @@ class WeaverV2Model:
         no_bins = np.empty((len(groups), 0), dtype=np.int16)  # scoring needs only the group structure
         group_ids = np.array(groups, dtype=np.int64)
         layout = build_layout([no_bins] * copies, [group_ids] * copies, [unique] * copies)
-        post, none = group_posteriors(group_evidence(evidence, layout, member_weights(layout, self._structure)),
-                                      layout, self.rho0, self.pi)
+        within = self.scores_within(unique)
+        structure = self._grouped_structure if within else self._structure
+        rho0 = self.grouped.rho0 if within and self.grouped is not None else self.rho0
+        post, none = group_posteriors(group_evidence(evidence, layout, member_weights(layout, structure)),
+                                      layout, rho0, self.pi)
         return post.reshape(copies, -1), none, layout.group_of[:len(groups)]
 
     def answers_unique(self, task: str | None) -> bool:
@@ -289,6 +376,7 @@ class WeaverV2Model:
             "icc": self.icc.tolist(),
             "rho0": self.rho0,
             "pi": self.pi,
+            **({"grouped": self.grouped.to_json()} if self.grouped is not None else {}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -310,14 +398,15 @@ class WeaverV2Model:
         rep = data["fit_report"]
         report = FitReportV2(
             **{k: (np.nan if v is None else v) for k, v in rep.items()  # type: ignore[arg-type]
-               if k not in ("verifiers", "warnings")},
-            warnings=tuple(rep["warnings"]),
+               if k not in ("verifiers", "warnings", "within_query")},
+            warnings=tuple(rep["warnings"]), within_query=tuple(rep.get("within_query", ())),
             verifiers=tuple(VerifierReportV2(**{k: (np.nan if v is None else v)  # type: ignore[arg-type]
                                                 for k, v in item.items()})
                             for item in rep["verifiers"]),
         )
         config = data.get("config", {})
         config["multi_answer_tasks"] = tuple(config.get("multi_answer_tasks", ()))
+        config.setdefault("within_query", False)  # artifacts from before the within-query stage
         model = cls(
             verifier_names=names, normalizer=Normalizer.from_json(data["normalization"]),
             edges=tuple(np.array(e, dtype=float) for e in data["edges"]), kept=np.array(data["kept"], dtype=bool),
@@ -325,6 +414,7 @@ class WeaverV2Model:
             weight=np.array(data["weight"], dtype=float), icc=np.array(data["icc"], dtype=float),
             rho0=float(data["rho0"]), pi=float(data["pi"]), report=report, config=WeaverV2Config(**config),
             created_at=float(data.get("created_at", 0.0)),
+            grouped=GroupedParams.from_json(data["grouped"]) if data.get("grouped") else None,
         )
         if data.get("version") not in (None, model.version):
             raise ValueError("artifact version does not match its parameters (file edited or corrupted)")
@@ -336,6 +426,41 @@ class WeaverV2Model:
     @classmethod
     def load(cls, path: str | Path) -> WeaverV2Model:
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.ndarray, sizes: list[int],
+                 counts: np.ndarray, kept: np.ndarray, config: WeaverV2Config) -> tuple[GroupedParams | None, FitV2]:
+    """Second EM stage on the single-answer queries: within-query contrasts for continuous verifiers (as many
+    bins as ``max_bins``) that vary inside answer groups, started from the first stage's posteriors. None when
+    no verifier qualifies.
+
+    The returned fit carries the second stage's posteriors for those queries, so the label-free estimates
+    (class balance, verifier accuracies) describe the posterior that is served."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    chosen = np.flatnonzero(layout.unique)
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in chosen])
+    # the first stage's answer groups, renumbered per query (grouping answers again would cost as much)
+    local = [layout.group_of[offsets[i]:offsets[i + 1]] - layout.query_starts[i] for i in chosen]
+    sub = build_layout([bins[offsets[i]:offsets[i + 1]] for i in chosen], local, [True] * chosen.size)
+    z = normalized[rows]
+    z[:, ~kept] = np.nan
+    columns = kept & ~level_verifiers(z, sub.group_of, sub.group_size) & (counts >= config.max_bins)
+    if not columns.any():
+        return None, fit
+    query_of = sub.group_query[sub.group_of]
+    terms = contrasts(z, sub.group_of, query_of, chosen.size)
+    second = fit_v2(sub, counts, within=Within(terms, columns, query_of, fit.posterior[rows]),
+                    learn_structure=config.dependency_guard, smoothing=config.smoothing, tol=config.tol,
+                    max_iter=config.max_iter)
+    assert second.contrast is not None
+    posterior = fit.posterior.copy()
+    posterior[rows] = second.posterior
+    params = GroupedParams(columns, second.contrast.delta, second.contrast.gamma, second.contrast.var,
+                           second.log_p1, second.log_p0, second.structure.weight, second.structure.icc,
+                           second.rho0)
+    return params, replace(fit, posterior=posterior, iterations=fit.iterations + second.iterations,
+                           converged=fit.converged and second.converged,
+                           last_change=max(fit.last_change, second.last_change))
 
 
 def _has_answers(answers: Sequence[str | None] | None) -> bool:

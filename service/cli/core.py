@@ -75,6 +75,9 @@ def fit(
                f"({rep.n_candidates} candidates): class balance {rep.class_balance:.3f}, "
                f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
                f"{rep.fit_seconds:.3f} s")
+    within = getattr(rep, "within_query", ())
+    if within:
+        typer.echo(f"within-query contrasts on single-answer queries: {', '.join(within)}")
     for warning in rep.warnings:
         typer.echo(f"warning: {warning}")
     typer.echo(f"wrote {output} (version {model.version}, {len(model.by_task)} task models)")
