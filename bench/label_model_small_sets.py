@@ -5,7 +5,8 @@
 
 Rows (selection accuracy %, ECE of P(correct)):
 
-* ``v2 default``: as shipped.
+* ``v2 default``: as shipped, with its within-query stage (``models.within_query``).
+* ``v2 histograms only``: v2 without the within-query stage; the diagnostics below start from it.
 * ``v2 structure, tables from labels``: v2's binning, answer groups, dependency weights and icc kept,
   but each verifier's class histograms and P(no group right) counted from the true labels. This is
   the ceiling of better *estimation* within v2's model; it reads labels (a diagnostic, not a method).
@@ -20,6 +21,10 @@ Rows (selection accuracy %, ECE of P(correct)):
   minus that drift. Two fits and two scoring passes: it does not fit the speed goals as written.
 * simulator only, ``v2 default, world without query drift``: the same simulated worlds with every
   verifier's per-query offset set to 0 (the misspecification named above, removed at the source).
+
+Dev set only: each within-query verifier's effect on its contrast (delta / residual sd, the within-query
+stage's parameter) counted from the labels and as the label-free fit finds it, on all queries, on those whose
+answers all differ and on those where some answer repeats.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from models.binning import digitize, n_bins  # noqa: E402
 from models.metrics import expected_calibration_error  # noqa: E402
 from models.normalization import Normalizer  # noqa: E402
 from models.simulate_realistic import DEFAULT_VERIFIERS, RealisticConfig, simulate_realistic  # noqa: E402
-from models.weaver_v2 import WeaverV2Model  # noqa: E402
+from models.weaver_v2 import WeaverV2Config, WeaverV2Model  # noqa: E402
+from models.within_query import contrasts, fit_contrasts  # noqa: E402
 
 Result = tuple[list[float], list[np.ndarray]]  # per-query hits, per-query posteriors
 NO_DRIFT = "v2 default, world without query drift"
@@ -54,9 +60,12 @@ def groups_of(q: QueryScores) -> np.ndarray:
     return np.where(g < 0, n + np.arange(n), g)
 
 
-def fit(queries: Sequence[QueryScores]) -> WeaverV2Model:
+HISTOGRAMS_ONLY = WeaverV2Config(within_query=False)
+
+
+def fit(queries: Sequence[QueryScores], config: WeaverV2Config = HISTOGRAMS_ONLY) -> WeaverV2Model:
     return WeaverV2Model.fit([q.matrix for q in queries], queries[0].verifier_names,
-                             [q.answers for q in queries], [q.task for q in queries])
+                             [q.answers for q in queries], [q.task for q in queries], config)
 
 
 def evaluate(model: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> Result:
@@ -135,11 +144,58 @@ def drift_removed(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) 
     return evaluate(fit(corrected), corrected, labels)
 
 
+def contrast_terms(model: WeaverV2Model, queries: Sequence[QueryScores]) -> tuple:
+    """The within-query stage's contrast terms for ``queries`` (concatenated) and each candidate's query."""
+    z = np.vstack([model.normalizer.transform(model.align(q.matrix, q.verifier_names)) for q in queries])
+    groups = [np.unique(groups_of(q), return_inverse=True)[1].ravel() for q in queries]
+    offsets = np.cumsum([0] + [int(g.max()) + 1 for g in groups[:-1]])
+    group_of = np.concatenate([g + o for g, o in zip(groups, offsets, strict=True)])
+    query_of = np.repeat(np.arange(len(queries)), [q.n_candidates for q in queries])
+    return contrasts(z, group_of, query_of, len(queries)), query_of
+
+
+def contrasts_from_labels(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> Result:
+    """The default model with its within-query parameters (delta, gamma, var) counted from the labels."""
+    model = fit(queries, WeaverV2Config())
+    if model.grouped is None:
+        return evaluate(model, queries, labels)
+    terms, query_of = contrast_terms(model, queries)
+    f = fit_contrasts(terms, np.concatenate(labels).astype(float), query_of, len(queries), model.grouped.columns)
+    grouped = replace(model.grouped, delta=f.delta, gamma=f.gamma, var=f.var)
+    return evaluate(replace(model, grouped=grouped), queries, labels)
+
+
+def within_effects(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
+    """Print delta / sd per within-query verifier, from the labels and from the label-free posterior, by stratum."""
+    model = fit(queries, WeaverV2Config())
+    if model.grouped is None:
+        print("\n(no within-query stage: no verifier varies inside an answer group)")
+        return
+    columns = model.grouped.columns
+    names = [n for n, c in zip(model.verifier_names, columns, strict=True) if c]
+    distinct = [len(set(groups_of(q).tolist())) == q.n_candidates for q in queries]
+    print(f"\nWithin-query effect (delta / sd): {', '.join(names)}\n| queries | n | from labels | label-free |"
+          "\n|---|---|---|---|")
+    for title, keep in (("all", [True] * len(queries)), ("answers all differ", distinct),
+                        ("some answer repeats", [not d for d in distinct])):
+        chosen = [i for i, k in enumerate(keep) if k]
+        terms, query_of = contrast_terms(model, [queries[i] for i in chosen])
+        cells = []
+        for weights in (np.concatenate([labels[i] for i in chosen]).astype(float),
+                        np.concatenate([model.posterior(queries[i].matrix, queries[i].answers, queries[i].task)
+                                        for i in chosen])):
+            f = fit_contrasts(terms, weights, query_of, len(chosen), columns)
+            cells.append(" / ".join(f"{d:+.2f}" for d in (f.delta / np.sqrt(f.var))[columns]))
+        print(f"| {title} | {len(chosen)} | {cells[0]} | {cells[1]} |")
+
+
 def rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> dict[str, Result]:
     model = fit(queries)
     counted = label_tables(model, queries, labels)
     print(f"fit objective: EM {objective(model, queries):.1f}, tables from labels {objective(counted, queries):.1f}")
-    return {"v2 default": evaluate(model, queries, labels),
+    return {"v2 default": evaluate(fit(queries, WeaverV2Config()), queries, labels),
+            "v2 default, within-query parameters from labels (ceiling)": contrasts_from_labels(queries, labels),
+            "v2 histograms only": evaluate(model, queries, labels),
             "v2 structure, tables from labels (ceiling)": evaluate(counted, queries, labels),
             "v2, per-query drift removed (prototype)": drift_removed(queries, labels)}
 
@@ -177,7 +233,7 @@ def main() -> None:
             queries, labels = simulated(seed, args.queries, samples, drift=True)
             plain, plain_labels = simulated(seed, args.queries, samples, drift=False)
             result = rows(queries, labels)
-            result[NO_DRIFT] = evaluate(fit(plain), plain, plain_labels)
+            result[NO_DRIFT] = evaluate(fit(plain, WeaverV2Config()), plain, plain_labels)
             truth += labels
             no_drift_truth += plain_labels
             for name, (hits, probs) in result.items():
@@ -202,6 +258,7 @@ def main() -> None:
         if len(labels) != len(maybe):
             raise SystemExit("the dev set needs correctness labels for every query")
         print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(queries, labels), labels)
+        within_effects(queries, labels)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
 
