@@ -100,6 +100,8 @@ class WeaverAggregator(Aggregator):
             v2 = self.model
             posterior, tie = v2.score(v2.align(query.matrix, query.verifier_names), query.answers, query.task)
             note = "label model v2" + (", answer groups" if query.answers is not None else "")
+            if query.answers is not None and v2.scores_within(v2.answers_unique(query.task)):
+                note += ", within-query contrasts"
             return Ranking(self.name, v2.version, posterior, rank_order(posterior, tie), True, note)
         model = self.model.for_task(query.task)
         matrix = model.align(query.matrix, query.verifier_names)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models import label_models
-from models.aggregators import QueryScores, rank_order
+from models.aggregators import QueryScores, WeaverAggregator, rank_order
 from models.answers import group_answers
 from models.lookahead import change_probability
 from models.metrics import expected_calibration_error
@@ -84,6 +85,9 @@ def test_the_fit_finds_level_verifiers_and_scores_the_rest_by_contrast(small_set
     assert columns["rm_large"] and columns["consistency"]
     assert columns["judge_large"] is False  # a verdict: two values, histograms fit it, a Gaussian does not
     assert model.report.within_query == tuple(n for n in names if columns[n])
+    ranking = WeaverAggregator(model).rank(queries[0])
+    assert ranking.note == "label model v2, answer groups, within-query contrasts"
+    assert "within-query" not in WeaverAggregator(model).rank(replace(queries[0], task="code")).note
     delta = dict(zip(names, (model.grouped.delta / np.sqrt(model.grouped.var)).tolist(), strict=True))
     assert delta["rm_large"] > 0.3 and delta["length_bias"] < 0 and abs(delta["no_signal"]) < delta["rm_large"] / 4
     # the selection of a query does not move when one verifier rates all its candidates higher
