@@ -261,49 +261,43 @@ class WeaverV2Model:
         with equal posteriors (members of one answer group, or equal bins) are ordered by the score
         detail that binning set aside.
         """
-        llr, normalized, missing = self._evidence(matrix)
+        unique = self.answers_unique(task)
+        groups = group_answers(answers or ()) if self.uses_groups(answers) else None
+        llr, normalized, missing = self._evidence(matrix, groups if self.scores_within(unique) else None)
         kept = self._kept_idx
         observed = ~missing[:, kept]
         count = observed.sum(1)
         tie = np.where(count > 0, np.where(observed, normalized[:, kept], 0.0).sum(1) / np.maximum(count, 1), 0.5)
-        if not self.uses_groups(answers):
+        if groups is None:
             return self.independent_posterior(llr), tie
-        groups = group_answers(answers or ())
-        unique = self.answers_unique(task)
-        if self.scores_within(unique):
-            llr = self._grouped_evidence(normalized, missing, groups)
         post, _, group_of = self.group_posterior(llr, groups, unique)
         return post[0][group_of], tie
 
-    def _evidence(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _evidence(self, matrix: np.ndarray,
+                  within_groups: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Evidence, normalized scores and abstentions. With ``within_groups`` (a single-answer query's answer
+        groups, for a model with the within-query stage): the second stage's histograms for level verifiers
+        and within-query contrasts for the others; else the first stage's histograms."""
         normalized = self.normalizer.transform(matrix)
         missing = np.isnan(normalized)
-        llr = np.where(missing, 0.0, self._flat_table[self._digitizer.global_bins(normalized, missing)])
-        return llr, normalized, missing
-
-    def _grouped_evidence(self, normalized: np.ndarray, missing: np.ndarray, groups: Sequence[int]) -> np.ndarray:
-        """Evidence on a single-answer query under the grouped parameters: the second stage's histograms for
-        level verifiers, within-query contrasts for the others."""
-        assert self.grouped is not None
+        bins = self._digitizer.global_bins(normalized, missing)
+        if within_groups is None or self.grouped is None:
+            return np.where(missing, 0.0, self._flat_table[bins]), normalized, missing
         g = self.grouped
-        llr = np.where(missing, 0.0, self._grouped_flat[self._digitizer.global_bins(normalized, missing)])
-        layout = build_layout([np.empty((len(groups), 0), dtype=np.int16)], [np.array(groups, dtype=np.int64)],
-                              [True])
+        llr = np.where(missing, 0.0, self._grouped_flat[bins])
+        layout = build_layout([np.empty((len(within_groups), 0), dtype=np.int16)],
+                              [np.array(within_groups, dtype=np.int64)], [True])
         z = np.where(self.kept[None, :], normalized, np.nan)
-        terms = contrasts(z, layout.group_of, np.zeros(len(groups), dtype=np.int64), 1)
+        terms = contrasts(z, layout.group_of, np.zeros(len(within_groups), dtype=np.int64), 1)
         within = contrast_evidence(terms, ContrastFit(g.delta, g.gamma, g.var), g.columns)
-        out: np.ndarray = np.where(g.columns[None, :], within, llr)
-        return out
+        return np.where(g.columns[None, :], within, llr), normalized, missing
 
     def evidence(self, matrix: np.ndarray, groups: Sequence[int] | None = None, unique: bool = False) -> np.ndarray:
         """(n, m) log-likelihood ratio of each candidate's score per verifier (0 where it abstained), for a
         matrix in this model's column order and, on single-answer queries, its answer groups (``group_answers``
         ids; within-query contrasts then score the verifiers they apply to); ``models.lookahead`` adds
         simulated evidence to it."""
-        llr, normalized, missing = self._evidence(matrix)
-        if groups is not None and self.scores_within(unique):
-            llr = self._grouped_evidence(normalized, missing, groups)
-        return llr
+        return self._evidence(matrix, groups if groups is not None and self.scores_within(unique) else None)[0]
 
     def scores_within(self, unique: bool) -> bool:
         """Whether a grouped query with this uniqueness is scored by the within-query (second-stage) model."""

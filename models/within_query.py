@@ -78,7 +78,6 @@ def contrasts(normalized: np.ndarray, group_of: np.ndarray, query_of: np.ndarray
     """Contrast terms for candidates of many queries (``query_of``: each candidate's query, 0..n_queries-1)."""
     observed = ~np.isnan(normalized)
     z = np.where(observed, normalized, 0.0)
-    m = normalized.shape[1]
     n_obs = _sum_by(observed.astype(float), query_of, n_queries)  # (Q, m)
     mean = _sum_by(z, query_of, n_queries) / np.maximum(n_obs, 1)
     usable = observed & (n_obs[query_of] >= 2)
@@ -87,7 +86,7 @@ def contrasts(normalized: np.ndarray, group_of: np.ndarray, query_of: np.ndarray
     f_mean = _sum_by(f, query_of, n_queries) / np.maximum(n_obs, 1)
     c = np.where(usable, z - mean[query_of], 0.0)
     x = np.where(usable, f - f_mean[query_of], 0.0)
-    return Contrasts(c, x, f, usable if m else usable)
+    return Contrasts(c, x, f, usable)
 
 
 def fit_contrasts(terms: Contrasts, q: np.ndarray, query_of: np.ndarray, n_queries: int,
