@@ -16,7 +16,12 @@ cannot be recomputed on a prefix, so it is left out of every policy. The label m
 the full sets of the same seed. The last column is the fixed N that reaches the adaptive policy's agreement
 (interpolated between round sizes), divided by the adaptive policy's mean candidates.
 
-    PYTHONPATH=. python bench/adaptive_n.py --seeds 0,1,2 --queries 300 --samples 32
+    PYTHONPATH=. python bench/adaptive_n.py --seeds 0,1,2 --queries 300 --samples 32 [--histograms-only]
+
+For each seed it also prints the label model's P(no answer group right) (first stage and within-query stage)
+and the true share of queries without a right candidate; the fixed rows carry the expected calibration error
+of the chosen candidate's P(correct) (10 bins), which shows how over-confident the model fitted on full sets
+is on prefixes.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import numpy as np
 from models.adaptive import SettleRule, same_choice, sample_rounds
 from models.aggregators import QueryScores, WeaverAggregator
 from models.answers import agreement_shares, answers_equivalent, group_answers
+from models.metrics import expected_calibration_error
 from models.simulate_realistic import RealisticConfig, simulate_realistic
-from models.weaver_v2 import WeaverV2Model
+from models.weaver_v2 import WeaverV2Config, WeaverV2Model
 
 
 @dataclass
@@ -39,11 +45,14 @@ class Tally:
     candidates: list[int] = field(default_factory=list)
     agree: list[float] = field(default_factory=list)
     correct: list[float] = field(default_factory=list)
+    top: list[float] = field(default_factory=list)  # the chosen candidate's P(correct) (fixed policies)
 
-    def add(self, k: int, agree: bool, correct: bool) -> None:
+    def add(self, k: int, agree: bool, correct: bool, top: float | None = None) -> None:
         self.candidates.append(k)
         self.agree.append(float(agree))
         self.correct.append(float(correct))
+        if top is not None:
+            self.top.append(top)
 
 
 def prefix(query: QueryScores, k: int, agreement_column: int) -> QueryScores:
@@ -59,13 +68,18 @@ def same_answer(a: str | None, b: str | None, i: int, j: int) -> bool:
     return answers_equivalent(a, b)
 
 
-def replay(seed: int, n_queries: int, n_samples: int, rule: SettleRule) -> dict[str, Tally]:
+def replay(seed: int, n_queries: int, n_samples: int, rule: SettleRule,
+           config: WeaverV2Config | None = None) -> dict[str, Tally]:
     sim = simulate_realistic(RealisticConfig(n_queries=n_queries, n_samples=n_samples, seed=seed))
     keep = [j for j, name in enumerate(sim.verifier_names) if name != "consistency"]
     names = tuple(sim.verifier_names[j] for j in keep)
     queries = [QueryScores(cs.score_matrix(sim.verifier_names)[:, keep], names, tuple(a))
                for cs, a in zip(sim.sets, sim.answers, strict=True)]
-    model = WeaverV2Model.fit([q.matrix for q in queries], names, [q.answers for q in queries])
+    model = WeaverV2Model.fit([q.matrix for q in queries], names, [q.answers for q in queries], config=config)
+    report = model.report
+    print(f"seed {seed}: P(no answer group right) first stage {report.none_right:.3f}, within-query stage "
+          f"{report.within_none_right:.3f}; queries without a right candidate among {n_samples}: "
+          f"{np.mean([1.0 - y.max() for y in sim.labels]):.3f}")
     aggregator = WeaverAggregator(model)
     agreement = names.index("answer_agreement")
     rounds = sample_rounds(n_samples)
@@ -83,7 +97,7 @@ def replay(seed: int, n_queries: int, n_samples: int, rule: SettleRule) -> dict[
             chosen = ranking.selected
             by_round[k] = (chosen, ranking.scores, group_answers(part.answers or ()))
             agree = same_answer((part.answers or ())[chosen], full_answer, chosen, full)
-            tallies[f"fixed {k}"].add(k, agree, bool(labels[chosen]))
+            tallies[f"fixed {k}"].add(k, agree, bool(labels[chosen]), float(ranking.scores[chosen]))
         deciders = {"label model": lambda s, g: rule.decide(s, g, True), "vote": lambda s, g: rule.decide_vote(g)}
         for kind, decide in deciders.items():
             for guarded in (True, False):
@@ -117,26 +131,32 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=SettleRule.confidence)
     parser.add_argument("--margin", type=float, default=SettleRule.margin, help="default: off (inf)")
     parser.add_argument("--vote-confidence", type=float, default=SettleRule.vote_confidence)
+    parser.add_argument("--histograms-only", action="store_true",
+                        help="fit the label model without its within-query stage (WeaverV2Config(within_query=False))")
     args = parser.parse_args()
+    config = WeaverV2Config(within_query=False) if args.histograms_only else None
     rule = SettleRule(args.confidence, args.margin, args.vote_confidence)
     pooled: dict[str, Tally] = {}
     for seed in [int(s) for s in args.seeds.split(",") if s]:
-        for name, tally in replay(seed, args.queries, args.samples, rule).items():
+        for name, tally in replay(seed, args.queries, args.samples, rule, config).items():
             target = pooled.setdefault(name, Tally())
             target.candidates += tally.candidates
             target.agree += tally.agree
             target.correct += tally.correct
+            target.top += tally.top
     fixed = [(int(np.mean(t.candidates)), float(np.mean(t.agree))) for n, t in pooled.items() if n.startswith("fixed")]
     print(f"seeds {args.seeds}, {args.queries} queries x {args.samples} candidates each; rule: confidence "
           f"{rule.confidence}, margin {rule.margin}, vote confidence {rule.vote_confidence}\n")
     print("| policy | candidates per request (mean) | agreement with full-N choice % | accuracy % "
-          "| fixed N at equal agreement / mean candidates |")
-    print("|---|---|---|---|---|")
+          "| fixed N at equal agreement / mean candidates | chosen candidate's ECE |")
+    print("|---|---|---|---|---|---|")
     for name, t in pooled.items():
         mean_k = float(np.mean(t.candidates))
         agree = float(np.mean(t.agree))
         ratio = "-" if name.startswith("fixed") else f"{fixed_n_for(agree, fixed) / mean_k:.2f}x"
-        print(f"| {name} | {mean_k:.1f} | {100 * agree:.1f} | {100 * float(np.mean(t.correct)):.1f} | {ratio} |")
+        ece = f"{expected_calibration_error(np.array(t.top), np.array(t.correct)):.3f}" if t.top else "-"
+        print(f"| {name} | {mean_k:.1f} | {100 * agree:.1f} | {100 * float(np.mean(t.correct)):.1f} | {ratio} "
+              f"| {ece} |")
 
 
 if __name__ == "__main__":
