@@ -36,10 +36,14 @@ class FakeWorker:
     def profiles(self) -> dict[str, list[str]]:
         return {"cheap": ["length"]}
 
-    async def run(self, job: Job) -> JobResult:
-        self.runs.append(job.id)
+    async def pause(self) -> None:
+        """The job's work: ``delay_s`` of waiting that a cancellation interrupts at once."""
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+
+    async def run(self, job: Job) -> JobResult:
+        self.runs.append(job.id)
+        await self.pause()
         texts = job.candidates or [f"answer {i}" * (i + 1) for i in range(job.n_candidates)]
         scores = [len(t) / (1 + max(len(x) for x in texts)) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -scores[i])

@@ -145,9 +145,24 @@ async def test_full_queue_is_429_with_retry_after() -> None:
     assert len(worker.runs) == 2
 
 
+class SlowToStopWorker(FakeWorker):
+    """Finishes its current step before it honours a cancellation, as a stage inside a batch does. The first
+    job then holds the only slot well past the queued jobs' deadlines: with a worker that stops at once, the
+    next job is dequeued when the first is cancelled, a few milliseconds before its own (nearly equal)
+    deadline, and may legitimately start."""
+
+    async def pause(self) -> None:
+        step = asyncio.ensure_future(asyncio.sleep(self.delay_s))
+        try:
+            await asyncio.shield(step)
+        except asyncio.CancelledError:
+            await step
+            raise
+
+
 async def test_deadline_is_504_and_expired_jobs_do_not_run() -> None:
     settings = Settings(request_timeout_s=0.3, queue=QueueSettings(concurrency=1))
-    worker = FakeWorker(delay_s=0.6)
+    worker = SlowToStopWorker(delay_s=0.6)
     async with app_client(settings, worker=worker) as client:
         responses = await asyncio.gather(*(client.post("/v1/rerank", json=RERANK) for _ in range(3)))
         for response in responses:
