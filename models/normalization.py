@@ -36,9 +36,9 @@ class Normalizer:
 
     def __post_init__(self) -> None:
         codes = np.array([_KINDS.index(k) for k in self.kinds], dtype=np.int8)
-        object.__setattr__(self, "_sigmoid", codes == 1)
-        object.__setattr__(self, "_constant", codes == 2)
-        object.__setattr__(self, "_empty", codes == 3)
+        object.__setattr__(self, "_sigmoid", np.flatnonzero(codes == 1))
+        object.__setattr__(self, "_constant", np.flatnonzero(codes == 2))
+        object.__setattr__(self, "_empty", np.flatnonzero(codes == 3))
 
     @classmethod
     def fit(cls, scores: np.ndarray) -> Normalizer:
@@ -72,13 +72,19 @@ class Normalizer:
         return cls(kinds=tuple(kinds), center=center, scale=scale)
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
-        """Normalize into [0, 1]; NaN stays NaN (abstention)."""
+        """Normalize into [0, 1]; NaN stays NaN (abstention). Each kind touches only its own columns: this
+        runs on every request, once per verifier score."""
         x = np.asarray(scores, dtype=float)
-        with np.errstate(over="ignore", invalid="ignore"):
-            squashed = 1.0 / (1.0 + np.exp(-(x - self.center) / self.scale))
-        out: np.ndarray = np.where(self._sigmoid, squashed, np.clip(x, 0.0, 1.0))
-        out = np.where(self._constant, 0.5, out)
-        out[np.isnan(x) | self._empty] = np.nan
+        out: np.ndarray = np.minimum(np.maximum(x, 0.0), 1.0)  # identity; both propagate NaN
+        if self._sigmoid.size:
+            with np.errstate(over="ignore"):  # exp overflows to inf for far-below-median scores: sigmoid 0
+                z = np.exp((self.center[self._sigmoid] - x[..., self._sigmoid]) / self.scale[self._sigmoid])
+            z += 1.0
+            out[..., self._sigmoid] = np.reciprocal(z, out=z)
+        if self._constant.size:
+            out[..., self._constant] = np.where(np.isnan(x[..., self._constant]), np.nan, 0.5)
+        if self._empty.size:
+            out[..., self._empty] = np.nan
         return out
 
     def to_json(self) -> list[dict[str, Any]]:

@@ -82,6 +82,12 @@ def test_normalizer_kinds_and_persistence() -> None:
     assert np.all(np.isnan(out[:, 3]))
     again = Normalizer.from_json(norm.to_json()).transform(np.array([[0.5, 7.0, 1e9, 1.0]]))
     assert again[0, 0] == 0.5 and again[0, 1] == 0.5 and again[0, 2] == pytest.approx(1.0)
+    extremes = norm.transform(np.array([[np.nan, np.nan, -np.inf, 0.0], [2.0, 1.0, np.inf, 0.0],
+                                        [-1.0, 1.0, -1e308, 0.0]]))
+    assert np.isnan(extremes[0, :2]).all()  # an abstention stays one, whatever the column's kind
+    assert extremes[0, 2] == 0.0 and extremes[1, 2] == 1.0 and extremes[2, 2] == 0.0
+    assert extremes[1, 0] == 1.0 and extremes[2, 0] == 0.0 and extremes[1, 1] == 0.5
+    assert np.isnan(extremes[:, 3]).all()
 
 
 def test_otsu_threshold_on_verdicts_and_gap() -> None:

@@ -11,7 +11,7 @@ import pytest
 from models import label_models
 from models.aggregators import MeanAggregator, QueryScores, WeaverAggregator, rank_order
 from models.answers import agreement_shares, group_answers
-from models.binning import bin_edges, digitize
+from models.binning import Digitizer, bin_edges, digitize
 from models.estimates import label_free_estimates
 from models.evaluate import majority_expected_hit
 from models.metrics import expected_calibration_error
@@ -168,6 +168,31 @@ def test_bins_keep_discrete_levels_and_cut_continuous_scores_by_quantile() -> No
     assert 7 <= len(edges) <= 8 and np.isfinite(otsu)
     bins = digitize(np.column_stack([levels[:4], [np.nan, 0.1, 0.5, 0.99]]), [bin_edges(levels, 8)[0], edges])
     assert bins[:, 0].tolist() == [0, 1, 2, 3] and bins[0, 1] == -1 and bins[1, 1] < bins[2, 1] < bins[3, 1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lookup_binning_matches_binary_search(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    edges = [bin_edges(rng.beta(0.3, 0.3, 400), 8)[0], bin_edges(rng.integers(0, 5, 400) / 4, 8)[0],
+             np.empty(0), np.array([1.0]), np.array([0.0005, 0.5, 0.9995])]
+    digitizer = Digitizer(edges)
+    assert digitizer.lookup is not None
+    scores = rng.random((300, len(edges)))
+    on_edges = np.concatenate([np.concatenate([e, np.nextafter(e, -1), np.nextafter(e, 2)]) for e in edges[:2]])
+    scores[: on_edges.size // 2, 0] = on_edges[: on_edges.size // 2]  # ties and neighbours of every edge
+    scores[:20, :] = np.array([0.0, 1.0] * 10)[:, None]
+    scores[rng.random(scores.shape) < 0.1] = np.nan
+    missing = np.isnan(scores)
+    fast, searched = digitizer.global_bins(scores, missing), digitizer.searched_bins(scores, missing)
+    assert np.array_equal(fast[~missing], searched[~missing])
+
+
+def test_edges_closer_than_a_lookup_cell_fall_back_to_search() -> None:
+    edges = [np.array([0.5, 0.5 + 1e-7]), np.array([0.2, 0.8])]
+    digitizer = Digitizer(edges)
+    assert digitizer.lookup is None
+    bins = digitizer(np.array([[0.5 + 5e-8, 0.9], [0.6, np.nan]]))
+    assert bins.tolist() == [[1, 2], [2, -1]]
 
 
 def test_cli_realistic_regime_and_both_label_models(tmp_path: Path) -> None:
