@@ -94,7 +94,7 @@ def label_tables(model: WeaverV2Model, queries: Sequence[QueryScores], labels: S
     log_p1 = np.where(valid, np.log(c1 / np.where(valid, c1, 0).sum(1, keepdims=True)), 0.0)
     log_p0 = np.where(valid, np.log(c0 / np.where(valid, c0, 0).sum(1, keepdims=True)), 0.0)
     rho0 = float(np.clip(np.mean([1.0 - np.nanmax(y) for y in labels]), 1e-4, 1 - 1e-4))
-    return replace(model, log_p1=log_p1, log_p0=log_p0, rho0=rho0)
+    return replace(model, log_p1=log_p1, log_p0=log_p0, rho0=rho0, none_by_size=None)
 
 
 def objective(model: WeaverV2Model, queries: Sequence[QueryScores]) -> float:

@@ -136,22 +136,57 @@ def group_evidence(llr: np.ndarray, layout: Layout, weights: np.ndarray) -> np.n
     return out
 
 
-def group_posteriors(evidence: np.ndarray, layout: Layout, rho0: float, pi: float) -> tuple[np.ndarray, np.ndarray]:
-    """(G,) P(group right) and (Q,) P(no group right) (NaN on multi-answer queries)."""
+def group_posteriors(evidence: np.ndarray, layout: Layout, rho0: float | np.ndarray,
+                     pi: float) -> tuple[np.ndarray, np.ndarray]:
+    """(G,) P(group right) and (Q,) P(no group right) (NaN on multi-answer queries); ``rho0``, the prior
+    P(no group right), is one number or one per query."""
     unique_g = layout.unique[layout.group_query]
     post = np.empty_like(evidence)
     logit = np.log(pi / (1 - pi)) + evidence[~unique_g]
     post[~unique_g] = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
     none = np.full(layout.query_groups.size, np.nan)
     if unique_g.any():
-        log_w = np.log((1 - rho0) / layout.query_groups[layout.group_query]) + evidence
-        top = np.maximum(np.maximum.reduceat(log_w, layout.query_starts), np.log(rho0))
+        rho = np.broadcast_to(np.asarray(rho0, dtype=float), layout.query_groups.shape)
+        log_w = np.log((1 - rho[layout.group_query]) / layout.query_groups[layout.group_query]) + evidence
+        top = np.maximum(np.maximum.reduceat(log_w, layout.query_starts), np.log(rho))
         exp_w = np.exp(log_w - top[layout.group_query])
-        exp_none = np.exp(np.log(rho0) - top)
+        exp_none = np.exp(np.log(rho) - top)
         total = np.add.reduceat(exp_w, layout.query_starts) + exp_none
         post[unique_g] = (exp_w / total[layout.group_query])[unique_g]
         none[layout.unique] = (exp_none / total)[layout.unique]
     return post, none
+
+
+def none_right_by_size(posterior: np.ndarray, layout: Layout) -> np.ndarray:
+    """P(no candidate right) in a set of k candidates, for k = 1 .. the largest single-answer query, read
+    off the fitted per-candidate posterior (no labels): the chance that k of a query's n candidates drawn
+    at random miss the right group, averaged over the queries with at least k candidates and smoothed as
+    the M-step smooths ``rho0`` (so the value at the fitted size is ``rho0``).
+
+    Why: one P(no group right) fitted on 32-candidate sets is far too low for a 4-candidate prefix (a
+    query's right answer is often absent from 4 samples and rarely from 32): adaptive N's early rounds and
+    any set smaller than the fitted ones were over-confident. Candidates of a query are exchangeable
+    samples, so random subsets stand for prefixes. Empty when no query has unique answers."""
+    queries = np.flatnonzero(layout.unique)
+    if queries.size == 0:
+        return np.empty(0)
+    g_post = np.bincount(layout.group_of, posterior, minlength=layout.group_size.size) / np.maximum(
+        layout.group_size, 1)
+    size = np.add.reduceat(layout.group_size, layout.query_starts)  # candidates per query
+    none = np.clip(1.0 - np.add.reduceat(g_post, layout.query_starts), 0.0, 1.0)
+    largest = int(size[queries].max())
+    k = np.arange(1, largest + 1)
+    total = np.zeros(largest)
+    for q in queries:  # per query: the right group (or none) misses a random k-subset
+        n = int(size[q])
+        groups = slice(layout.query_starts[q], layout.query_starts[q] + layout.query_groups[q])
+        s = layout.group_size[groups][:, None]
+        steps = np.arange(n)[None, :]
+        # C(n - s, k) / C(n, k) = prod_{i < k} (n - s - i) / (n - i), zero once k > n - s
+        miss = np.cumprod(np.clip((n - s - steps) / (n - steps), 0.0, None), axis=1)
+        total[:n] += none[q] + g_post[groups] @ miss
+    counted = np.array([(size[queries] >= kk).sum() for kk in k])
+    return np.clip((total + 1) / (counted + 2), 1e-4, 1 - 1e-4)
 
 
 STRUCTURE_ROWS = 20_000  # correlations are estimated on at most about this many candidates (whole queries)

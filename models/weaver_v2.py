@@ -39,6 +39,7 @@ from models.label_model_v2 import (
     group_evidence,
     group_posteriors,
     member_weights,
+    none_right_by_size,
 )
 from models.normalization import Normalizer
 from models.weaver import Explanation, align_columns
@@ -149,6 +150,7 @@ class WeaverV2Model:
     task: str | None = None
     by_task: dict[str, WeaverV2Model] = field(default_factory=dict)
     grouped: GroupedParams | None = None
+    none_by_size: np.ndarray | None = None  # P(no group right) for 1, 2, ... candidates (``none_right``)
 
     def __post_init__(self) -> None:
         self._index = {name: j for j, name in enumerate(self.verifier_names)}
@@ -249,8 +251,9 @@ class WeaverV2Model:
         if grouped is not None:
             report = replace(report, within_query=tuple(n for n, c in zip(names, grouped.columns, strict=True) if c),
                              within_none_right=grouped.rho0)
+        none_by_size = none_right_by_size(fit.posterior, layout) if layout.unique.any() else None
         return cls(names, normalizer, tuple(edges), kept, fit.log_p1, fit.log_p0, fit.structure.weight,
-                   fit.structure.icc, fit.rho0, fit.pi, report, config, grouped=grouped)
+                   fit.structure.icc, fit.rho0, fit.pi, report, config, grouped=grouped, none_by_size=none_by_size)
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, matrix: np.ndarray, answers: Sequence[str | None] | None = None,
@@ -335,10 +338,18 @@ class WeaverV2Model:
         layout = build_layout([no_bins] * copies, [group_ids] * copies, [unique] * copies)
         within = self.scores_within(unique)
         structure = self._grouped_structure if within else self._structure
-        rho0 = self.grouped.rho0 if within and self.grouped is not None else self.rho0
+        rho0 = self.none_right(len(groups)) if unique else self.rho0
         post, none = group_posteriors(group_evidence(evidence, layout, member_weights(layout, structure)),
                                       layout, rho0, self.pi)
         return post.reshape(copies, -1), none, layout.group_of[:len(groups)]
+
+    def none_right(self, n_candidates: int) -> float:
+        """Prior P(no answer group right) for a single-answer query of ``n_candidates``: read off the fit per
+        set size (sets larger than any fitted one take the largest size's value, which errs towards doubt);
+        one number for artifacts written before that, the stage's own when the within-query stage serves."""
+        if self.none_by_size is not None and self.none_by_size.size:
+            return float(self.none_by_size[min(max(n_candidates, 1), self.none_by_size.size) - 1])
+        return self.grouped.rho0 if self.grouped is not None else self.rho0
 
     def answers_unique(self, task: str | None) -> bool:
         return self.config.unique_answers and task not in self.config.multi_answer_tasks
@@ -371,6 +382,7 @@ class WeaverV2Model:
             "rho0": self.rho0,
             "pi": self.pi,
             **({"grouped": self.grouped.to_json()} if self.grouped is not None else {}),
+            **({"none_by_size": self.none_by_size.tolist()} if self.none_by_size is not None else {}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -409,6 +421,7 @@ class WeaverV2Model:
             rho0=float(data["rho0"]), pi=float(data["pi"]), report=report, config=WeaverV2Config(**config),
             created_at=float(data.get("created_at", 0.0)),
             grouped=GroupedParams.from_json(data["grouped"]) if data.get("grouped") else None,
+            none_by_size=np.array(data["none_by_size"], dtype=float) if "none_by_size" in data else None,
         )
         if data.get("version") not in (None, model.version):
             raise ValueError("artifact version does not match its parameters (file edited or corrupted)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from models.aggregators import MeanAggregator, QueryScores, WeaverAggregator, ra
 from models.answers import agreement_shares, group_answers
 from models.binning import Digitizer, bin_edges, digitize
 from models.estimates import label_free_estimates
+from models.label_model_v2 import build_layout, none_right_by_size
 from models.evaluate import majority_expected_hit
 from models.metrics import expected_calibration_error
 from models.simulate import simulate
@@ -115,6 +117,29 @@ def test_at_most_one_answer_group_is_right_per_query(realistic: tuple) -> None:
             assert np.ptp(p[groups == g]) == 0  # members share one posterior
     multi = model.posterior(queries[0].matrix, queries[0].answers, task="code")  # answers not unique there
     assert multi.sum() > model.posterior(queries[0].matrix, queries[0].answers).sum() - 1e-9
+
+
+def test_none_right_by_size_is_the_chance_a_random_subset_misses_the_right_group() -> None:
+    # one query of 4 candidates: answer groups of 3 and 1, P(right) 0.6 and 0.3, so P(none right) 0.1
+    layout = build_layout([np.zeros((4, 0), dtype=np.int16)], [np.array([0, 0, 0, 1])], [True])
+    curve = none_right_by_size(np.array([0.6, 0.6, 0.6, 0.3]), layout)
+    assert curve.shape == (4,)
+    for k in range(1, 5):
+        subsets = list(itertools.combinations(range(4), k))
+        misses_big = np.mean([all(i == 3 for i in s) for s in subsets])
+        misses_small = np.mean([3 not in s for s in subsets])
+        exact = 0.1 + 0.6 * misses_big + 0.3 * misses_small
+        assert curve[k - 1] == pytest.approx((exact + 1) / 3)  # smoothed as the M-step smooths rho0
+
+
+def test_p_none_right_follows_the_set_size_without_labels(realistic: tuple) -> None:
+    sim, _, model = realistic
+    assert model.grouped is not None
+    assert model.none_right(32) == pytest.approx(model.grouped.rho0, abs=1e-3)  # the fitted size: unchanged
+    for k in (2, 4, 8):  # the share of queries whose first k candidates hold no right answer
+        truth = np.mean([1 - np.max(y[:k]) for y in sim.labels])
+        assert abs(model.none_right(k) - truth) < 0.05, (k, model.none_right(k), truth)
+    assert model.none_right(2) > model.none_right(8) > model.none_right(32) == model.none_right(64)
 
 
 def test_without_answers_candidates_are_independent_and_rates_recovered() -> None:
