@@ -78,6 +78,11 @@ def fit(
     within = getattr(rep, "within_query", ())
     if within:
         typer.echo(f"within-query contrasts on single-answer queries: {', '.join(within)}")
+    by_size = getattr(model, "none_by_size", None)
+    if by_size is not None and by_size.size:
+        sizes = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k < by_size.size} | {by_size.size})
+        typer.echo("P(no answer right) on single-answer queries, by candidates per query: "
+                   + ", ".join(f"{k}: {by_size[k - 1]:.3f}" for k in sizes))
     for warning in rep.warnings:
         typer.echo(f"warning: {warning}")
     typer.echo(f"wrote {output} (version {model.version}, {len(model.by_task)} task models)")

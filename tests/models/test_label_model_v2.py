@@ -238,6 +238,9 @@ def test_cli_realistic_regime_and_both_label_models(tmp_path: Path) -> None:
         result = runner.invoke(app, ["fit", str(data), "-o", str(out), "--label-model", name])
         assert result.exit_code == 0, result.output
         formats[name] = json.loads(out.read_text())["format"]
+        assert ("P(no answer right) on single-answer queries, by candidates per query: 1: " in result.output
+                ) == (name == "weaver-v2")
+        assert ("12: " in result.output) == (name == "weaver-v2")
     assert formats == {"weaver-v2": "weaver-label-model/2", "weaver-v1": "weaver-label-model/1"}
     result = runner.invoke(app, ["fit", str(data), "--label-model", "weaver-v9"])
     assert result.exit_code == 2 and "unknown label model" in result.output
