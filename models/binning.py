@@ -101,11 +101,11 @@ class GridLookup:
     @classmethod
     def build(cls, edges: list[np.ndarray], first_bin: np.ndarray, cells: int = GRID_CELLS) -> GridLookup | None:
         """The lookup for these edges, with verifier j's bins numbered from ``first_bin[j]``; None when two
-        edges share a cell or one lies outside [0, 1] (the caller then searches)."""
+        edges share a cell or one is not a number in [0, 1] (the caller then searches)."""
         base = np.empty((len(edges), cells), dtype=np.int64)
         inner = np.full((len(edges), cells), np.inf)
         for j, e in enumerate(edges):
-            if e.size and (e[0] < 0.0 or e[-1] > 1.0):
+            if e.size and not (np.isfinite(e).all() and e[0] >= 0.0 and e[-1] <= 1.0):
                 return None
             cell = cls.cell_of(e, cells)
             if np.any(np.diff(cell) == 0):

@@ -218,6 +218,7 @@ def test_edges_closer_than_a_lookup_cell_fall_back_to_search() -> None:
     assert digitizer.lookup is None
     bins = digitizer(np.array([[0.5 + 5e-8, 0.9], [0.6, np.nan]]))
     assert bins.tolist() == [[1, 2], [2, -1]]
+    assert Digitizer([np.array([0.2, 1.5])]).lookup is None and Digitizer([np.array([np.nan])]).lookup is None
 
 
 def test_cli_realistic_regime_and_both_label_models(tmp_path: Path) -> None:
