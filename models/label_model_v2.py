@@ -175,17 +175,20 @@ def none_right_by_size(posterior: np.ndarray, layout: Layout) -> np.ndarray:
     size = np.add.reduceat(layout.group_size, layout.query_starts)  # candidates per query
     none = np.clip(1.0 - np.add.reduceat(g_post, layout.query_starts), 0.0, 1.0)
     largest = int(size[queries].max())
-    k = np.arange(1, largest + 1)
     total = np.zeros(largest)
-    for q in queries:  # per query: the right group (or none) misses a random k-subset
-        n = int(size[q])
-        groups = slice(layout.query_starts[q], layout.query_starts[q] + layout.query_groups[q])
-        s = layout.group_size[groups][:, None]
-        steps = np.arange(n)[None, :]
-        # C(n - s, k) / C(n, k) = prod_{i < k} (n - s - i) / (n - i), zero once k > n - s
-        miss = np.cumprod(np.clip((n - s - steps) / (n - steps), 0.0, None), axis=1)
-        total[:n] += none[q] + g_post[groups] @ miss
-    counted = np.array([(size[queries] >= kk).sum() for kk in k])
+    # queries with n candidates add their P(none right) to every k <= n
+    none_by_n = np.bincount(size[queries], none[queries], minlength=largest + 1)
+    total += np.cumsum(none_by_n[::-1])[::-1][1:]
+    # a right group of s members among n misses a random k-subset with C(n - s, k) / C(n, k)
+    # = prod_{i < k} (n - s - i) / (n - i): one product per distinct (n, s), weighted by its groups' mass
+    in_unique = layout.unique[layout.group_query]
+    pairs = np.stack([size[layout.group_query][in_unique], layout.group_size[in_unique]], axis=1)
+    distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    mass = np.bincount(inverse.ravel(), g_post[in_unique], minlength=len(distinct))
+    for (n, s), weight in zip(distinct, mass, strict=True):
+        steps = np.arange(n)
+        total[:n] += weight * np.cumprod(np.clip((n - s - steps) / (n - steps), 0.0, None))
+    counted = np.cumsum(np.bincount(size[queries], minlength=largest + 1)[::-1])[::-1][1:]
     return np.clip((total + 1) / (counted + 2), 1e-4, 1 - 1e-4)
 
 

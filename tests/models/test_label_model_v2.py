@@ -130,6 +130,15 @@ def test_none_right_by_size_is_the_chance_a_random_subset_misses_the_right_group
         misses_small = np.mean([3 not in s for s in subsets])
         exact = 0.1 + 0.6 * misses_big + 0.3 * misses_small
         assert curve[k - 1] == pytest.approx((exact + 1) / 3)  # smoothed as the M-step smooths rho0
+    # a second query of 2 candidates (different answers, P(right) 0.5 and 0.2) counts for k <= 2 only;
+    # a multi-answer query does not count at all
+    layout = build_layout([np.zeros((n, 0), dtype=np.int16) for n in (4, 2, 3)],
+                          [np.array([0, 0, 0, 1]), np.array([0, 1]), np.array([0, 0, 1])], [True, True, False])
+    mixed = none_right_by_size(np.array([0.6, 0.6, 0.6, 0.3, 0.5, 0.2, 0.9, 0.9, 0.1]), layout)
+    small = [0.3 + 0.5 * 0.5 + 0.2 * 0.5, 0.3]  # P(none) 0.3, then k = 1 and k = 2
+    assert mixed[0] == pytest.approx((curve[0] * 3 - 1 + small[0] + 1) / 4)
+    assert mixed[1] == pytest.approx((curve[1] * 3 - 1 + small[1] + 1) / 4)
+    assert mixed[2:] == pytest.approx(curve[2:])
 
 
 def test_p_none_right_follows_the_set_size_without_labels(realistic: tuple) -> None:
