@@ -14,8 +14,8 @@ from models.aggregators import MeanAggregator, QueryScores, WeaverAggregator, ra
 from models.answers import agreement_shares, group_answers
 from models.binning import Digitizer, bin_edges, digitize
 from models.estimates import label_free_estimates
-from models.label_model_v2 import build_layout, none_right_by_size
 from models.evaluate import majority_expected_hit
+from models.label_model_v2 import build_layout, none_right_by_size
 from models.metrics import expected_calibration_error
 from models.simulate import simulate
 from models.simulate_realistic import RealisticConfig, simulate_realistic, write_realistic
