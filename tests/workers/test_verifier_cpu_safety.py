@@ -31,8 +31,9 @@ def _cpu_seconds(function: Callable[[], object], calls: int = 3) -> float:
     """CPU time of this thread for one call, the least of ``calls`` (other load on the machine does not
     count), with the cyclic garbage collector paused: a full collection of the test process's heap is not
     the verifier's cost. The least, as timeit reports it: noise only adds time, and a backtracking pattern
-    is slow on every call (one full-suite run saw a single 0.09 s call that the next call did not repeat)."""
-    gc.collect()
+    is slow on every call (one full-suite run saw a single 0.09 s call that the next call did not repeat).
+    No ``gc.collect()`` first: pausing is enough, and in a full run, with torch and vLLM on the heap, one
+    collection per measurement made this file's Hypothesis test take 85 s instead of 6."""
     gc.disable()
     try:
         best = float("inf")
