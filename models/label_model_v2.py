@@ -157,6 +157,20 @@ def group_posteriors(evidence: np.ndarray, layout: Layout, rho0: float | np.ndar
     return post, none
 
 
+def group_posterior_of(q: np.ndarray, layout: Layout) -> np.ndarray:
+    """(G,) each group's P(right) from its members' per-candidate posteriors (equal within a group)."""
+    if layout.all_singletons:
+        return q
+    out: np.ndarray = np.bincount(layout.group_of, q, minlength=layout.group_size.size) / layout.group_size
+    return out
+
+
+def _at_least(per_size: np.ndarray) -> np.ndarray:
+    """For k = 1 .. len(per_size) - 1, the sum of ``per_size[n]`` over n >= k (a suffix sum)."""
+    out: np.ndarray = np.cumsum(per_size[::-1])[::-1][1:]
+    return out
+
+
 def none_right_by_size(posterior: np.ndarray, layout: Layout) -> np.ndarray:
     """P(no candidate right) in a set of k candidates, for k = 1 .. the largest single-answer query, read
     off the fitted per-candidate posterior (no labels): the chance that k of a query's n candidates drawn
@@ -170,15 +184,12 @@ def none_right_by_size(posterior: np.ndarray, layout: Layout) -> np.ndarray:
     queries = np.flatnonzero(layout.unique)
     if queries.size == 0:
         return np.empty(0)
-    g_post = np.bincount(layout.group_of, posterior, minlength=layout.group_size.size) / np.maximum(
-        layout.group_size, 1)
+    g_post = group_posterior_of(posterior, layout)
     size = np.add.reduceat(layout.group_size, layout.query_starts)  # candidates per query
     none = np.clip(1.0 - np.add.reduceat(g_post, layout.query_starts), 0.0, 1.0)
     largest = int(size[queries].max())
-    total = np.zeros(largest)
     # queries with n candidates add their P(none right) to every k <= n
-    none_by_n = np.bincount(size[queries], none[queries], minlength=largest + 1)
-    total += np.cumsum(none_by_n[::-1])[::-1][1:]
+    total = _at_least(np.bincount(size[queries], none[queries], minlength=largest + 1))
     # a right group of s members among n misses a random k-subset with C(n - s, k) / C(n, k)
     # = prod_{i < k} (n - s - i) / (n - i): one product per distinct (n, s), weighted by its groups' mass
     in_unique = layout.unique[layout.group_query]
@@ -188,7 +199,7 @@ def none_right_by_size(posterior: np.ndarray, layout: Layout) -> np.ndarray:
     for (n, s), weight in zip(distinct, mass, strict=True):
         steps = np.arange(n)
         total[:n] += weight * np.cumprod(np.clip((n - s - steps) / (n - steps), 0.0, None))
-    counted = np.cumsum(np.bincount(size[queries], minlength=largest + 1)[::-1])[::-1][1:]
+    counted = _at_least(np.bincount(size[queries], minlength=largest + 1))
     return np.clip((total + 1) / (counted + 2), 1e-4, 1 - 1e-4)
 
 
@@ -308,7 +319,7 @@ def fit_v2(
             with np.errstate(divide="ignore"):
                 log_p1 = np.where(valid, np.log(c1 / c1.sum(1, keepdims=True)), 0.0)
                 log_p0 = np.where(valid, np.log(c0 / c0.sum(1, keepdims=True)), 0.0)
-            g_post = q if layout.all_singletons else np.bincount(layout.group_of, q) / layout.group_size
+            g_post = group_posterior_of(q, layout)
             if multi_g.any():
                 pi = float(np.clip((g_post[multi_g].sum() + 1) / (multi_g.sum() + 2), 1e-4, 1 - 1e-4))
             if layout.unique.any():
