@@ -19,7 +19,9 @@ the full sets of the same seed. The last column is the fixed N that reaches the 
     PYTHONPATH=. python bench/adaptive_n.py --seeds 0,1,2 --queries 300 --samples 32 [--histograms-only]
 
 For each seed it also prints the label model's P(no answer group right) (first stage and within-query stage)
-and the true share of queries without a right candidate; the fixed rows carry the expected calibration error
+and the true share of queries without a right candidate, then the prior it scores a set of k candidates
+with (``WeaverV2Model.none_right``) beside the true share of queries without a right candidate among their
+first k, per round size; the fixed rows carry the expected calibration error
 of the chosen candidate's P(correct) (10 bins), which shows how over-confident the model fitted on full sets
 is on prefixes.
 """
@@ -80,6 +82,10 @@ def replay(seed: int, n_queries: int, n_samples: int, rule: SettleRule,
     print(f"seed {seed}: P(no answer group right) first stage {report.none_right:.3f}, within-query stage "
           f"{report.within_none_right:.3f}; queries without a right candidate among {n_samples}: "
           f"{np.mean([1.0 - y.max() for y in sim.labels]):.3f}")
+    print(f"seed {seed}: prior P(no answer right) by candidates k, label-free (truth: share of queries without "
+          "a right candidate among their first k): " + ", ".join(
+              f"{k}: {model.none_right(k):.3f} ({np.mean([1.0 - y[:k].max() for y in sim.labels]):.3f})"
+              for k in sample_rounds(n_samples)))
     aggregator = WeaverAggregator(model)
     agreement = names.index("answer_agreement")
     rounds = sample_rounds(n_samples)
