@@ -23,8 +23,11 @@ Rows (selection accuracy %, ECE of P(correct)):
   verifier's per-query offset set to 0 (the misspecification named above, removed at the source).
 
 Dev set only: each within-query verifier's effect on its contrast (delta / residual sd, the within-query
-stage's parameter) counted from the labels and as the label-free fit finds it, on all queries, on those whose
-answers all differ and on those where some answer repeats.
+stage's parameter) and its answer-group share's effect (gamma / residual sd), counted from the labels and as
+the label-free fit finds them, on all queries, on those whose answers all differ and on those where some
+answer repeats; then each pair of verifiers' within-query contrast correlation beside what conditional
+independence predicts from their correlations with the label's contrast, and its standard error: how much
+the data can say about a verifier's within-query direction without labels.
 """
 
 from __future__ import annotations
@@ -166,7 +169,8 @@ def contrasts_from_labels(queries: Sequence[QueryScores], labels: Sequence[np.nd
 
 
 def within_effects(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
-    """Print delta / sd per within-query verifier, from the labels and from the label-free posterior, by stratum."""
+    """Print delta / sd and gamma / sd (the answer-group share's effect) per within-query verifier, from the
+    labels and from the label-free posterior, by stratum."""
     model = fit(queries, WeaverV2Config())
     if model.grouped is None:
         print("\n(no within-query stage: no verifier varies inside an answer group)")
@@ -174,19 +178,49 @@ def within_effects(queries: Sequence[QueryScores], labels: Sequence[np.ndarray])
     columns = model.grouped.columns
     names = [n for n, c in zip(model.verifier_names, columns, strict=True) if c]
     distinct = [len(set(groups_of(q).tolist())) == q.n_candidates for q in queries]
-    print(f"\nWithin-query effect (delta / sd): {', '.join(names)}\n| queries | n | from labels | label-free |"
-          "\n|---|---|---|---|")
+    print(f"\nWithin-query effect (delta / sd) and share effect (gamma / sd; '-' where every answer differs): "
+          f"{', '.join(names)}\n| queries | n | delta from labels | delta label-free | gamma from labels "
+          "| gamma label-free |\n|---|---|---|---|---|---|")
     for title, keep in (("all", [True] * len(queries)), ("answers all differ", distinct),
                         ("some answer repeats", [not d for d in distinct])):
         chosen = [i for i, k in enumerate(keep) if k]
         terms, query_of = contrast_terms(model, [queries[i] for i in chosen])
-        cells = []
+        deltas, gammas = [], []
         for weights in (np.concatenate([labels[i] for i in chosen]).astype(float),
                         np.concatenate([model.posterior(queries[i].matrix, queries[i].answers, queries[i].task)
                                         for i in chosen])):
             f = fit_contrasts(terms, weights, query_of, len(chosen), columns)
-            cells.append(" / ".join(f"{d:+.2f}" for d in (f.delta / np.sqrt(f.var))[columns]))
-        print(f"| {title} | {len(chosen)} | {cells[0]} | {cells[1]} |")
+            sd = np.sqrt(f.var)[columns]
+            deltas.append(" / ".join(f"{d:+.2f}" for d in f.delta[columns] / sd))
+            shared = bool(np.any(terms.x[:, columns] != 0))
+            gammas.append(" / ".join(f"{g:+.2f}" for g in f.gamma[columns] / sd) if shared else "-")
+        print(f"| {title} | {len(chosen)} | {deltas[0]} | {deltas[1]} | {gammas[0]} | {gammas[1]} |")
+
+
+def contrast_correlations(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
+    """Print how much the data can say about each verifier's within-query direction without labels.
+
+    Under conditional independence given the label, the within-query correlation of two verifiers' contrasts is
+    the product of their correlations with the label's contrast, r_j * r_k: the moment a label-free fit learns a
+    verifier's direction from. Beside it, what the data show and the sampling standard error (1 / sqrt of the
+    within-query degrees of freedom: candidates minus queries)."""
+    model = fit(queries, WeaverV2Config())
+    terms, query_of = contrast_terms(model, queries)
+    y = np.concatenate(labels).astype(float)
+    y_c = y - (np.bincount(query_of, y) / np.bincount(query_of))[query_of]
+    c = np.column_stack([np.where(terms.usable, terms.c, 0.0), y_c])
+    norm = np.sqrt((c ** 2).sum(0))
+    corr = (c.T @ c) / np.outer(norm, norm)
+    names = model.verifier_names
+    m = len(names)
+    se = 1 / np.sqrt(len(y) - len(queries))
+    r = corr[:m, m]
+    print("\nWithin-query correlation of contrasts with the label's: "
+          + ", ".join(f"{n} {v:+.3f}" for n, v in zip(names, r, strict=True))
+          + "\n| pair | observed | r_j * r_k (conditional independence) | standard error |\n|---|---|---|---|")
+    for j in range(m):
+        for k in range(j + 1, m):
+            print(f"| {names[j]} / {names[k]} | {corr[j, k]:+.3f} | {r[j] * r[k]:+.3f} | {se:.3f} |")
 
 
 def rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> dict[str, Result]:
@@ -259,6 +293,7 @@ def main() -> None:
             raise SystemExit("the dev set needs correctness labels for every query")
         print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(queries, labels), labels)
         within_effects(queries, labels)
+        contrast_correlations(queries, labels)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
 
