@@ -157,9 +157,9 @@ def contrast_terms(model: WeaverV2Model, queries: Sequence[QueryScores]) -> tupl
     return contrasts(z, group_of, query_of, len(queries)), query_of
 
 
-def contrasts_from_labels(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> Result:
+def contrasts_from_labels(model: WeaverV2Model, queries: Sequence[QueryScores],
+                          labels: Sequence[np.ndarray]) -> Result:
     """The default model with its within-query parameters (delta, gamma, var) counted from the labels."""
-    model = fit(queries, WeaverV2Config())
     if model.grouped is None:
         return evaluate(model, queries, labels)
     terms, query_of = contrast_terms(model, queries)
@@ -168,10 +168,9 @@ def contrasts_from_labels(queries: Sequence[QueryScores], labels: Sequence[np.nd
     return evaluate(replace(model, grouped=grouped), queries, labels)
 
 
-def within_effects(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
+def within_effects(model: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
     """Print delta / sd and gamma / sd (the answer-group share's effect) per within-query verifier, from the
     labels and from the label-free posterior, by stratum."""
-    model = fit(queries, WeaverV2Config())
     if model.grouped is None:
         print("\n(no within-query stage: no verifier varies inside an answer group)")
         return
@@ -197,14 +196,14 @@ def within_effects(queries: Sequence[QueryScores], labels: Sequence[np.ndarray])
         print(f"| {title} | {len(chosen)} | {deltas[0]} | {deltas[1]} | {gammas[0]} | {gammas[1]} |")
 
 
-def contrast_correlations(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
+def contrast_correlations(model: WeaverV2Model, queries: Sequence[QueryScores],
+                          labels: Sequence[np.ndarray]) -> None:
     """Print how much the data can say about each verifier's within-query direction without labels.
 
     Under conditional independence given the label, the within-query correlation of two verifiers' contrasts is
     the product of their correlations with the label's contrast, r_j * r_k: the moment a label-free fit learns a
     verifier's direction from. Beside it, what the data show and the sampling standard error (1 / sqrt of the
     within-query degrees of freedom: candidates minus queries)."""
-    model = fit(queries, WeaverV2Config())
     terms, query_of = contrast_terms(model, queries)
     y = np.concatenate(labels).astype(float)
     y_c = y - (np.bincount(query_of, y) / np.bincount(query_of))[query_of]
@@ -223,12 +222,13 @@ def contrast_correlations(queries: Sequence[QueryScores], labels: Sequence[np.nd
             print(f"| {names[j]} / {names[k]} | {corr[j, k]:+.3f} | {r[j] * r[k]:+.3f} | {se:.3f} |")
 
 
-def rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> dict[str, Result]:
+def rows(default: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> dict[str, Result]:
     model = fit(queries)
     counted = label_tables(model, queries, labels)
     print(f"fit objective: EM {objective(model, queries):.1f}, tables from labels {objective(counted, queries):.1f}")
-    return {"v2 default": evaluate(fit(queries, WeaverV2Config()), queries, labels),
-            "v2 default, within-query parameters from labels (ceiling)": contrasts_from_labels(queries, labels),
+    ceiling = contrasts_from_labels(default, queries, labels)
+    return {"v2 default": evaluate(default, queries, labels),
+            "v2 default, within-query parameters from labels (ceiling)": ceiling,
             "v2 histograms only": evaluate(model, queries, labels),
             "v2 structure, tables from labels (ceiling)": evaluate(counted, queries, labels),
             "v2, per-query drift removed (prototype)": drift_removed(queries, labels)}
@@ -266,7 +266,7 @@ def main() -> None:
         for seed in seeds:
             queries, labels = simulated(seed, args.queries, samples, drift=True)
             plain, plain_labels = simulated(seed, args.queries, samples, drift=False)
-            result = rows(queries, labels)
+            result = rows(fit(queries, WeaverV2Config()), queries, labels)
             result[NO_DRIFT] = evaluate(fit(plain, WeaverV2Config()), plain, plain_labels)
             truth += labels
             no_drift_truth += plain_labels
@@ -291,9 +291,10 @@ def main() -> None:
         labels = [y for y in maybe if y is not None]
         if len(labels) != len(maybe):
             raise SystemExit("the dev set needs correctness labels for every query")
-        print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(queries, labels), labels)
-        within_effects(queries, labels)
-        contrast_correlations(queries, labels)
+        default = fit(queries, WeaverV2Config())  # the shipped model, fitted once for every dev diagnostic
+        print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(default, queries, labels), labels)
+        within_effects(default, queries, labels)
+        contrast_correlations(default, queries, labels)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
 
