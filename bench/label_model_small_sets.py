@@ -177,6 +177,7 @@ def within_effects(model: WeaverV2Model, queries: Sequence[QueryScores], labels:
     columns = model.grouped.columns
     names = [n for n, c in zip(model.verifier_names, columns, strict=True) if c]
     distinct = [len(set(groups_of(q).tolist())) == q.n_candidates for q in queries]
+    posteriors = [model.posterior(q.matrix, q.answers, q.task) for q in queries]  # once, shared by the strata
     print(f"\nWithin-query effect (delta / sd) and share effect (gamma / sd; '-' where every answer differs): "
           f"{', '.join(names)}\n| queries | n | delta from labels | delta label-free | gamma from labels "
           "| gamma label-free |\n|---|---|---|---|---|---|")
@@ -186,8 +187,7 @@ def within_effects(model: WeaverV2Model, queries: Sequence[QueryScores], labels:
         terms, query_of = contrast_terms(model, [queries[i] for i in chosen])
         deltas, gammas = [], []
         for weights in (np.concatenate([labels[i] for i in chosen]).astype(float),
-                        np.concatenate([model.posterior(queries[i].matrix, queries[i].answers, queries[i].task)
-                                        for i in chosen])):
+                        np.concatenate([posteriors[i] for i in chosen])):
             f = fit_contrasts(terms, weights, query_of, len(chosen), columns)
             sd = np.sqrt(f.var)[columns]
             deltas.append(" / ".join(f"{d:+.2f}" for d in f.delta[columns] / sd))
