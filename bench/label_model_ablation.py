@@ -10,7 +10,8 @@ Dev set: the GSM8K dev file scored by the ``cpu-default`` verifiers (from the sc
 cross-fitted on 5 folds of queries there.
 
 Prints one table per data source: selection accuracy with a bootstrap 95% interval over queries,
-expected calibration error of the posterior, and the label-free class balance against the truth.
+expected calibration error of the posterior, and the label-free class balance against the truth;
+then the v2 default minus every other row on the same queries, with a paired bootstrap interval.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ V2_VARIANTS: dict[str, WeaverV2Config] = {
     "v2 - at most one right group": WeaverV2Config(unique_answers=False),
     "v2 - dependency guard": WeaverV2Config(dependency_guard=False),
     "v2 - within-query contrasts (histograms for all)": WeaverV2Config(within_query=False),
+    "v2 + within-query association test (opt-in)": WeaverV2Config(within_association=True),
 }
 
 
@@ -81,19 +83,19 @@ def label_free_rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]
         rows.append(Row(label, "no", [hit(y, i) for (_, i), y in zip(scored, labels, strict=True)],
                         [p for p, _ in scored], list(labels), model.report.class_balance))
         if config == WeaverV2Config() and folds > 1:
-            hits, probs, ys = [], [], []
+            unseen: dict[int, tuple[float, np.ndarray]] = {}
             order = np.random.default_rng(seed).permutation(len(queries))
             for k in range(folds):
                 held = set(order[k::folds].tolist())
                 train = [i for i in range(len(queries)) if i not in held]
                 fold = WeaverV2Model.fit([mats[i] for i in train], names, [answers[i] for i in train],
                                          config=config)
-                for i in sorted(held):
+                for i in held:
                     p, top = v2_scores(fold, queries[i])
-                    hits.append(hit(labels[i], top))
-                    probs.append(p)
-                    ys.append(labels[i])
-            rows.append(Row(f"v2 default, {folds}-fold (unseen queries)", "no", hits, probs, ys))
+                    unseen[i] = (hit(labels[i], top), p)
+            rows.append(Row(f"v2 default, {folds}-fold (unseen queries)", "no",
+                            [unseen[i][0] for i in range(len(queries))],
+                            [unseen[i][1] for i in range(len(queries))], list(labels)))
     v1 = WeaverModel.fit(mats, names)
     agg = WeaverAggregator(v1)
     ranked = [agg.rank(q) for q in queries]
@@ -121,20 +123,19 @@ def supervised_row(name: str, train: Sequence[QueryScores], train_y: Sequence[np
 
 def cross_fitted_supervised(queries: Sequence[QueryScores], labels: Sequence[np.ndarray], folds: int,
                             seed: int) -> Row:
+    """Supervised LR scored on each fold of queries after training on the others; rows in query order."""
     order = np.random.default_rng(seed).permutation(len(queries))
-    hits: list[float] = []
-    probs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    unseen: dict[int, tuple[float, np.ndarray]] = {}
     for k in range(folds):
-        held = order[k::folds]
-        held_set = set(held.tolist())
+        held = sorted(order[k::folds].tolist())
+        held_set = set(held)
         train = [i for i in range(len(queries)) if i not in held_set]
         row = supervised_row("", [queries[i] for i in train], [labels[i] for i in train],
-                             [queries[i] for i in sorted(held_set)], [labels[i] for i in sorted(held_set)])
-        hits += row.hits
-        probs += row.probs or []
-        ys += row.y or []
-    return Row(f"supervised LR ({folds}-fold by query)", "yes", hits, probs, ys)
+                             [queries[i] for i in held], [labels[i] for i in held])
+        for i, h, p in zip(held, row.hits, row.probs or [], strict=True):
+            unseen[i] = (h, p)
+    return Row(f"supervised LR ({folds}-fold by query)", "yes", [unseen[i][0] for i in range(len(queries))],
+               [unseen[i][1] for i in range(len(queries))], list(labels))
 
 
 def sim_queries(sim_sets: Sequence, names: tuple[str, ...], answers: Sequence) -> list[QueryScores]:
@@ -204,6 +205,25 @@ def print_table(title: str, rows: list[Row], true_balance: float, out: Callable[
             f"   | {ece:<5} | {balance:<28} |")
 
 
+def print_paired_differences(rows: list[Row], out: Callable[[str], None] = print) -> None:
+    """The v2 default against each baseline on the same queries: the interval of the paired difference.
+
+    Separate intervals overlap long before two aggregators are indistinguishable; resampling the
+    per-query difference keeps each query's difficulty in both terms and says which gaps the
+    queries can resolve.
+    """
+    reference = rows[0]
+    out(f"\nPaired differences: {reference.name.split(' (')[0]} minus each row, percentage points "
+        "(95% bootstrap interval over queries)")
+    out(f"| {'minus':<52} | difference | 95% CI          |")
+    out(f"|{'-' * 54}|------------|-----------------|")
+    for row in rows[1:]:
+        if row.name.startswith("any candidate"):
+            continue
+        ci = bootstrap_mean(np.array(reference.hits) - np.array(row.hits), seed=0)
+        out(f"| {row.name:<52} | {100 * ci.mean:+10.1f} | {100 * ci.low:+6.1f} to {100 * ci.high:+5.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
@@ -219,10 +239,12 @@ def main() -> None:
         rows, balance = simulator_rows(seeds, args.queries, args.samples)
         print_table(f"Realistic simulator: seeds {seeds}, {args.queries} queries x {args.samples} candidates each "
                     f"(intervals over the {len(seeds) * args.queries} pooled queries)", rows, balance)
+        print_paired_differences(rows)
     data = args.data or Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
     if args.dev_scores.exists() and data.exists():
         rows, balance, names = dev_rows(args.dev_scores, data, args.dev_verifiers)
         print_table(f"Dev set {data.name} ({len(rows[0].hits)} queries), verifiers: {names}", rows, balance)
+        print_paired_differences(rows)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
 

@@ -34,7 +34,9 @@ from models.label_model_v2 import (
     Layout,
     Structure,
     Within,
+    abstain_index,
     build_layout,
+    extend,
     fit_v2,
     group_evidence,
     group_posteriors,
@@ -43,9 +45,17 @@ from models.label_model_v2 import (
 )
 from models.normalization import Normalizer
 from models.weaver import Explanation, align_columns
-from models.within_query import ContrastFit, contrast_evidence, contrasts, level_verifiers
+from models.within_query import (
+    ContrastFit,
+    Contrasts,
+    contrast_evidence,
+    contrasts,
+    level_verifiers,
+    within_association,
+)
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
+WITHIN_ASSOCIATION_Z = 1.96  # two-sided 5% test of a few-valued verifier's within-query association
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,9 @@ class WeaverV2Config:
     unique_answers: bool = True
     dependency_guard: bool = True
     within_query: bool = True
+    # few-valued verifiers keep their histograms in the within-query stage only where Mantel's test finds
+    # them associated with the others inside queries (opt-in until every published figure is rerun with it)
+    within_association: bool = False
     multi_answer_tasks: tuple[str, ...] = ("code",)
     min_coverage: float = 0.05
     smoothing: float = 0.5
@@ -130,6 +143,7 @@ class FitReportV2:
     verifiers: tuple[VerifierReportV2, ...]
     within_query: tuple[str, ...] = ()  # verifiers scored by their within-query contrast on single-answer queries
     within_none_right: float = float("nan")  # the second stage's P(no answer group right)
+    within_silent: tuple[str, ...] = ()  # few-valued verifiers with no within-query association: no evidence there
 
 
 @dataclass
@@ -244,13 +258,14 @@ class WeaverV2Model:
                      tol=config.tol, max_iter=config.max_iter)
         grouped = None
         if config.within_query and config.answer_groups and layout.unique.any():
-            grouped, fit = _fit_grouped(fit, layout, normalized, bins, [len(mx) for mx in matrices], counts, kept,
-                                        config)
+            grouped, fit, silent = _fit_grouped(fit, layout, normalized, bins, [len(mx) for mx in matrices], counts,
+                                                kept, config)
         report = _report(fit, layout, names, normalizer, kept, reasons, counts, thresholds, coverage, normalized,
                          len(matrices), time.perf_counter() - start)
         if grouped is not None:
             report = replace(report, within_query=tuple(n for n, c in zip(names, grouped.columns, strict=True) if c),
-                             within_none_right=grouped.rho0)
+                             within_none_right=grouped.rho0,
+                             within_silent=tuple(n for n, s in zip(names, silent, strict=True) if s))
         none_by_size = none_right_by_size(fit.posterior, layout) if layout.unique.any() else None
         return cls(names, normalizer, tuple(edges), kept, fit.log_p1, fit.log_p0, fit.structure.weight,
                    fit.structure.icc, fit.rho0, fit.pi, report, config, grouped=grouped, none_by_size=none_by_size)
@@ -404,8 +419,9 @@ class WeaverV2Model:
         rep = data["fit_report"]
         report = FitReportV2(
             **{k: (np.nan if v is None else v) for k, v in rep.items()  # type: ignore[arg-type]
-               if k not in ("verifiers", "warnings", "within_query")},
+               if k not in ("verifiers", "warnings", "within_query", "within_silent")},
             warnings=tuple(rep["warnings"]), within_query=tuple(rep.get("within_query", ())),
+            within_silent=tuple(rep.get("within_silent", ())),
             verifiers=tuple(VerifierReportV2(**{k: (np.nan if v is None else v)  # type: ignore[arg-type]
                                                 for k, v in item.items()})
                             for item in rep["verifiers"]),
@@ -436,10 +452,13 @@ class WeaverV2Model:
 
 
 def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.ndarray, sizes: list[int],
-                 counts: np.ndarray, kept: np.ndarray, config: WeaverV2Config) -> tuple[GroupedParams | None, FitV2]:
+                 counts: np.ndarray, kept: np.ndarray,
+                 config: WeaverV2Config) -> tuple[GroupedParams | None, FitV2, np.ndarray]:
     """Second EM stage on the single-answer queries: within-query contrasts for continuous verifiers (as many
     bins as ``max_bins``) that vary inside answer groups, started from the first stage's posteriors. None when
-    no verifier qualifies.
+    no verifier qualifies. With ``within_association``, few-valued verifiers that vary inside groups keep their
+    histograms only where they agree with the others inside queries; the (m,) mask of those silenced in this
+    stage is returned too.
 
     The returned fit carries the second stage's posteriors for those queries, so the label-free estimates
     (class balance, verifier accuracies) describe the posterior that is served."""
@@ -451,14 +470,26 @@ def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.nd
     sub = build_layout([bins[offsets[i]:offsets[i + 1]] for i in chosen], local, [True] * chosen.size)
     z = normalized[rows]
     z[:, ~kept] = np.nan
-    columns = kept & ~level_verifiers(z, sub.group_of, sub.group_size) & (counts >= config.max_bins)
+    varying = kept & ~level_verifiers(z, sub.group_of, sub.group_size)
+    columns = varying & (counts >= config.max_bins)
     if not columns.any():
-        return None, fit
+        return None, fit, np.zeros_like(kept)
     query_of = sub.group_query[sub.group_of]
     terms = contrasts(z, sub.group_of, query_of, chosen.size)
-    second = fit_v2(sub, counts, within=Within(terms, columns, query_of, fit.posterior[rows]),
-                    learn_structure=config.dependency_guard, smoothing=config.smoothing, tol=config.tol,
-                    max_iter=config.max_iter)
+    within = Within(terms, columns, query_of, fit.posterior[rows])
+
+    def stage(on: Layout) -> FitV2:
+        return fit_v2(on, counts, within=within, learn_structure=config.dependency_guard,
+                      smoothing=config.smoothing, tol=config.tol, max_iter=config.max_iter)
+
+    second = stage(sub)
+    silent = np.zeros_like(kept)
+    if config.within_association:
+        silent = _without_within_association(second, sub, terms, columns, z, query_of, varying & ~columns)
+    if silent.any():  # refit with them abstaining in this stage: their histograms stay flat, no evidence
+        stage_bins = sub.bins.copy()
+        stage_bins[:, silent] = -1
+        second = stage(replace(sub, bins=stage_bins))
     assert second.contrast is not None
     posterior = fit.posterior.copy()
     posterior[rows] = second.posterior
@@ -467,7 +498,33 @@ def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.nd
                            second.rho0)
     return params, replace(fit, posterior=posterior, iterations=fit.iterations + second.iterations,
                            converged=fit.converged and second.converged,
-                           last_change=max(fit.last_change, second.last_change))
+                           last_change=max(fit.last_change, second.last_change)), silent
+
+
+def _without_within_association(stage: FitV2, layout: Layout, terms: Contrasts, columns: np.ndarray, z: np.ndarray,
+                                query_of: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(m,) mask: which of the ``candidates`` verifiers show no association inside queries (two-sided 5% level)
+    with the within-query stage's posterior computed without their own evidence.
+
+    Leaving a verifier's own evidence out keeps the test from finding the verifier in a posterior it shaped.
+    A few-valued check that most candidates pass can look useful pooled over queries only because it fails
+    more often on hard prompts; inside a prompt, where selection happens, it may carry nothing."""
+    silent = np.zeros_like(candidates)
+    if not candidates.any() or stage.contrast is None:
+        return silent
+    n, m = layout.bins.shape
+    llr = extend(stage.llr_table).ravel()[abstain_index(layout.bins, stage.log_p1.shape[1]).ravel()].reshape(n, m)
+    llr = np.where(columns[None, :], contrast_evidence(terms, stage.contrast, columns), llr)
+    weighted = llr * member_weights(layout, stage.structure)
+    total = weighted.sum(1)
+    for j in np.flatnonzero(candidates):
+        per_group = np.bincount(layout.group_of, total - weighted[:, j], minlength=layout.group_size.size)
+        post, _ = group_posteriors(per_group, layout, stage.rho0, stage.pi)
+        column = np.full_like(z, np.nan)
+        column[:, j] = z[:, j]
+        stat = within_association(column, post[layout.group_of], query_of, layout.query_groups.size)[j]
+        silent[j] = abs(stat) < WITHIN_ASSOCIATION_Z
+    return silent
 
 
 def _has_answers(answers: Sequence[str | None] | None) -> bool:

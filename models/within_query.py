@@ -28,6 +28,10 @@ that are constant inside every answer group (answer agreement: a function of the
 within-group contrast, and verifiers whose scores sit on a few values (a verdict, a check that passes most
 candidates: fewer bins than ``max_bins`` after quantile binning) fit a Gaussian contrast badly, its small
 variance turning one rare low score into strong evidence; both keep their class-conditional histograms.
+A few-valued verifier keeps its histogram in this stage only where its scores are associated with the
+other verifiers' verdict *within* queries (``within_association``): a pooled histogram also learns how the
+verifier's pass rate moves with the prompt's difficulty, which says nothing about which candidate of one
+prompt is right.
 """
 
 from __future__ import annotations
@@ -124,6 +128,29 @@ def contrast_evidence(terms: Contrasts, fit: ContrastFit, columns: np.ndarray) -
     out = scale * (terms.c - fit.gamma * terms.x) - 0.5 * fit.delta * scale * (1 - terms.f)
     result: np.ndarray = np.where(terms.usable & columns[None, :], out, 0.0)
     return result
+
+
+def within_association(normalized: np.ndarray, posterior: np.ndarray, query_of: np.ndarray,
+                       n_queries: int) -> np.ndarray:
+    """(m,) z statistic of each verifier's association with ``posterior`` inside queries (Mantel's test).
+
+    Both are centred per query over the candidates the verifier scored, so no per-prompt shift of either
+    enters. Under the null hypothesis that a verifier's scores are exchangeable among the candidates of a
+    query, the statistic is approximately standard normal; the variance is the permutation variance summed
+    over queries. 0 for a verifier that never varies inside a query.
+    """
+    observed = ~np.isnan(normalized)
+    obs = observed.astype(float)
+    z = np.where(observed, normalized, 0.0)
+    p = posterior[:, None] * obs
+    n_obs = _sum_by(obs, query_of, n_queries)  # (Q, m)
+    dz = np.where(observed, z - (_sum_by(z, query_of, n_queries) / np.maximum(n_obs, 1))[query_of], 0.0)
+    dp = np.where(observed, p - (_sum_by(p, query_of, n_queries) / np.maximum(n_obs, 1))[query_of], 0.0)
+    stat = (dz * dp).sum(0)
+    per_query = _sum_by(dz ** 2, query_of, n_queries) * _sum_by(dp ** 2, query_of, n_queries)
+    var = np.where(n_obs >= 2, per_query / np.maximum(n_obs - 1, 1), 0.0).sum(0)
+    out: np.ndarray = np.where(var > 0, stat / np.sqrt(np.maximum(var, 1e-300)), 0.0)
+    return out
 
 
 def _sum_by(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:

@@ -78,6 +78,9 @@ def fit(
     within = getattr(rep, "within_query", ())
     if within:
         typer.echo(f"within-query contrasts on single-answer queries: {', '.join(within)}")
+    silent = getattr(rep, "within_silent", ())
+    if silent:
+        typer.echo(f"no evidence within queries (no association inside them): {', '.join(silent)}")
     by_size = getattr(model, "none_by_size", None)
     if by_size is not None and by_size.size:
         sizes = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k < by_size.size} | {by_size.size})

@@ -16,7 +16,7 @@ from models.lookahead import change_probability
 from models.metrics import expected_calibration_error
 from models.simulate_realistic import RealisticConfig, simulate_realistic
 from models.weaver_v2 import WeaverV2Config, WeaverV2Model
-from models.within_query import ContrastFit, contrast_evidence, contrasts, level_verifiers
+from models.within_query import ContrastFit, contrast_evidence, contrasts, level_verifiers, within_association
 
 
 def _small_sets(seed: int) -> tuple[list[QueryScores], list[np.ndarray]]:
@@ -74,6 +74,52 @@ def test_contrasts_ignore_a_per_query_shift_and_abstentions() -> None:
     fit = ContrastFit(np.array([1.0, 2.0]), np.array([0.0, 0.5]), np.array([0.5, 1.0]))
     np.testing.assert_allclose(contrast_evidence(a, fit, np.array([True, True])),
                                contrast_evidence(b, fit, np.array([True, True])), atol=1e-12)
+
+
+def test_within_association_sees_only_what_varies_inside_queries() -> None:
+    rng = np.random.default_rng(0)
+    n_queries, k = 400, 4
+    query_of = np.repeat(np.arange(n_queries), k)
+    posterior = rng.random(n_queries * k)
+    difficulty = rng.normal(size=n_queries)
+    tracks = posterior + rng.normal(scale=0.5, size=posterior.size)  # follows the posterior inside queries
+    by_prompt = difficulty[query_of]  # moves with the prompt only
+    shifted = tracks + 3 * difficulty[query_of]  # the same signal under a large per-prompt shift
+    z = within_association(np.column_stack([tracks, by_prompt, shifted]), posterior, query_of, n_queries)
+    assert z[0] > 8 and z[1] == 0.0
+    assert z[2] == pytest.approx(z[0])
+    # under the null (scores exchangeable inside each query) the statistic is close to standard normal
+    nulls = [within_association(rng.random((n_queries * k, 1)) + difficulty[query_of, None], posterior, query_of,
+                                n_queries)[0] for _ in range(300)]
+    assert abs(np.mean(nulls)) < 0.2 and 0.85 < np.std(nulls) < 1.15
+    # abstentions drop out of both centrings
+    holes = tracks.copy()
+    holes[::3] = np.nan
+    assert within_association(holes[:, None], posterior, query_of, n_queries)[0] > 5
+
+
+def test_a_check_that_only_tracks_prompt_difficulty_carries_no_evidence_within_queries(small_sets: tuple) -> None:
+    queries, labels, _ = small_sets
+    rng = np.random.default_rng(1)
+    # a check most candidates pass, failing more often on hard prompts but blind to which candidate is right
+    solve_rate = [float(np.mean(y)) for y in labels]
+    with_check = [replace(q, matrix=np.column_stack([q.matrix, rng.random(len(y)) < 0.55 + 0.4 * rate]),
+                          verifier_names=(*q.verifier_names, "difficulty_check"))
+                  for q, y, rate in zip(queries, labels, solve_rate, strict=True)]
+    assert _fit(with_check).report.within_silent == ()  # the test is opt-in
+    model = _fit(with_check, WeaverV2Config(within_association=True))
+    assert model.report.within_silent == ("difficulty_check",)
+    # the simulator's verdicts do tell candidates of a prompt apart
+    assert _fit(queries, WeaverV2Config(within_association=True)).report.within_silent == ()
+    j = model.verifier_names.index("difficulty_check")
+    first_stage = model.log_p1[j] - model.log_p0[j]
+    assert first_stage[1] - first_stage[0] > 0.3  # pooled over prompts the check looks useful
+    assert model.grouped is not None
+    np.testing.assert_allclose(model.grouped.log_p1[j], model.grouped.log_p0[j])  # inside them it says nothing
+    q = with_check[0]
+    assert np.all(model.evidence(q.matrix, group_answers(list(q.answers)), unique=True)[:, j] == 0.0)
+    reloaded = label_models.from_json(json.loads(json.dumps(model.to_json())))
+    assert isinstance(reloaded, WeaverV2Model) and reloaded.report.within_silent == ("difficulty_check",)
 
 
 def test_the_fit_finds_level_verifiers_and_scores_the_rest_by_contrast(small_sets: tuple) -> None:
