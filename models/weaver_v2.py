@@ -8,7 +8,9 @@ Differences from version 1 (``models.weaver``, binary Dawid-Skene), each switcha
 * ``dependency_guard``: intra-group and cross-verifier correlations learned from the fit discount
   double-counted evidence (see ``models.label_model_v2``);
 * ``within_query``: on single-answer queries a second EM stage scores continuous verifiers by their contrast
-  within the query, which no per-prompt shift of a verifier's scores survives (see ``models.within_query``).
+  within the query, which no per-prompt shift of a verifier's scores survives (see ``models.within_query``);
+* ``within_association`` (opt-in): in that stage, few-valued verifiers without association inside queries
+  (Mantel's test against the stage's posterior without them) carry no evidence.
 
 Still label-free and inductive: fitted once on a pool of queries, persisted as a versioned JSON
 artifact, and a single new query is scored without the fit data.
