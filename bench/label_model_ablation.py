@@ -42,13 +42,13 @@ from models.weaver import WeaverModel  # noqa: E402
 from models.weaver_v2 import WeaverV2Config, WeaverV2Model  # noqa: E402
 
 V2_VARIANTS: dict[str, WeaverV2Config] = {
-    "v2 default (bins + groups + one right + guard + within-query)": WeaverV2Config(),
+    "v2 default (bins + groups + one right + guard + within-query + association test)": WeaverV2Config(),
     "v2 - bins (one Otsu cut per verifier)": WeaverV2Config(max_bins=2),
     "v2 - answer groups (candidates independent)": WeaverV2Config(answer_groups=False),
     "v2 - at most one right group": WeaverV2Config(unique_answers=False),
     "v2 - dependency guard": WeaverV2Config(dependency_guard=False),
     "v2 - within-query contrasts (histograms for all)": WeaverV2Config(within_query=False),
-    "v2 + within-query association test (opt-in)": WeaverV2Config(within_association=True),
+    "v2 - association test (few-valued verifiers keep histograms)": WeaverV2Config(within_association=False),
 }
 
 

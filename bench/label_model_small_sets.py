@@ -1,11 +1,12 @@
 """Why label model v2 is weak on small candidate sets: three diagnostics, none of them shipped.
 
     python bench/label_model_small_sets.py [--seeds 0,1,2] [--samples 4,32]
-        [--dev-scores .cache/scores-gsm8k_gpt3_dev.jsonl]
+        [--dev-scores .cache/scores-gsm8k_gpt3_dev.jsonl] [--no-association-test]
 
 Rows (selection accuracy %, ECE of P(correct)):
 
-* ``v2 default``: as shipped, with its within-query stage (``models.within_query``).
+* ``v2 default``: as shipped, with its within-query stage (``models.within_query``); with
+  ``--no-association-test``, without that stage's association test for few-valued verifiers.
 * ``v2 histograms only``: v2 without the within-query stage; the diagnostics below start from it.
 * ``v2 structure, tables from labels``: v2's binning, answer groups, dependency weights and icc kept,
   but each verifier's class histograms and P(no group right) counted from the true labels. This is
@@ -257,7 +258,10 @@ def main() -> None:
     parser.add_argument("--samples", default="4,32")
     parser.add_argument("--dev-scores", type=Path, default=Path(".cache/scores-gsm8k_gpt3_dev.jsonl"))
     parser.add_argument("--dev-verifiers", default="cpu-default")
+    parser.add_argument("--no-association-test", action="store_true",
+                        help="the shipped model without its within-query association test (as before 2026-11-30)")
     args = parser.parse_args()
+    shipped = WeaverV2Config(within_association=not args.no_association_test)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for samples in [int(s) for s in args.samples.split(",") if s.strip()] if seeds else []:
         pooled: dict[str, Result] = {}
@@ -266,8 +270,8 @@ def main() -> None:
         for seed in seeds:
             queries, labels = simulated(seed, args.queries, samples, drift=True)
             plain, plain_labels = simulated(seed, args.queries, samples, drift=False)
-            result = rows(fit(queries, WeaverV2Config()), queries, labels)
-            result[NO_DRIFT] = evaluate(fit(plain, WeaverV2Config()), plain, plain_labels)
+            result = rows(fit(queries, shipped), queries, labels)
+            result[NO_DRIFT] = evaluate(fit(plain, shipped), plain, plain_labels)
             truth += labels
             no_drift_truth += plain_labels
             for name, (hits, probs) in result.items():
@@ -291,7 +295,7 @@ def main() -> None:
         labels = [y for y in maybe if y is not None]
         if len(labels) != len(maybe):
             raise SystemExit("the dev set needs correctness labels for every query")
-        default = fit(queries, WeaverV2Config())  # the shipped model, fitted once for every dev diagnostic
+        default = fit(queries, shipped)  # the shipped model, fitted once for every dev diagnostic
         print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(default, queries, labels), labels)
         within_effects(default, queries, labels)
         contrast_correlations(default, queries, labels)

@@ -9,7 +9,7 @@ Differences from version 1 (``models.weaver``, binary Dawid-Skene), each switcha
   double-counted evidence (see ``models.label_model_v2``);
 * ``within_query``: on single-answer queries a second EM stage scores continuous verifiers by their contrast
   within the query, which no per-prompt shift of a verifier's scores survives (see ``models.within_query``);
-* ``within_association`` (opt-in): in that stage, few-valued verifiers without association inside queries
+* ``within_association``: in that stage, few-valued verifiers without association inside queries
   (Mantel's test against the stage's posterior without them) carry no evidence.
 
 Still label-free and inductive: fitted once on a pool of queries, persisted as a versioned JSON
@@ -70,8 +70,8 @@ class WeaverV2Config:
     dependency_guard: bool = True
     within_query: bool = True
     # few-valued verifiers keep their histograms in the within-query stage only where Mantel's test finds
-    # them associated with the others inside queries (opt-in until every published figure is rerun with it)
-    within_association: bool = False
+    # them associated with the others inside queries
+    within_association: bool = True
     multi_answer_tasks: tuple[str, ...] = ("code",)
     min_coverage: float = 0.05
     smoothing: float = 0.5
@@ -431,6 +431,7 @@ class WeaverV2Model:
         config = data.get("config", {})
         config["multi_answer_tasks"] = tuple(config.get("multi_answer_tasks", ()))
         config.setdefault("within_query", False)  # artifacts from before the within-query stage
+        config.setdefault("within_association", False)  # and from before its association test
         model = cls(
             verifier_names=names, normalizer=Normalizer.from_json(data["normalization"]),
             edges=tuple(np.array(e, dtype=float) for e in data["edges"]), kept=np.array(data["kept"], dtype=bool),

@@ -28,7 +28,7 @@ that are constant inside every answer group (answer agreement: a function of the
 within-group contrast, and verifiers whose scores sit on a few values (a verdict, a check that passes most
 candidates: fewer bins than ``max_bins`` after quantile binning) fit a Gaussian contrast badly, its small
 variance turning one rare low score into strong evidence; both keep their class-conditional histograms.
-With ``WeaverV2Config.within_association`` (opt-in), a few-valued verifier keeps its histogram in this stage
+With ``WeaverV2Config.within_association`` (the default), a few-valued verifier keeps its histogram in this stage
 only where its scores are associated with the other verifiers' verdict *within* queries
 (``within_association`` below): a pooled histogram also learns how the
 verifier's pass rate moves with the prompt's difficulty, which says nothing about which candidate of one

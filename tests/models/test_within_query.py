@@ -99,18 +99,17 @@ def test_within_association_sees_only_what_varies_inside_queries() -> None:
 
 
 def test_a_check_that_only_tracks_prompt_difficulty_carries_no_evidence_within_queries(small_sets: tuple) -> None:
-    queries, labels, _ = small_sets
+    queries, labels, plain = small_sets
     rng = np.random.default_rng(1)
     # a check most candidates pass, failing more often on hard prompts but blind to which candidate is right
     solve_rate = [float(np.mean(y)) for y in labels]
     with_check = [replace(q, matrix=np.column_stack([q.matrix, rng.random(len(y)) < 0.55 + 0.4 * rate]),
                           verifier_names=(*q.verifier_names, "difficulty_check"))
                   for q, y, rate in zip(queries, labels, solve_rate, strict=True)]
-    assert _fit(with_check).report.within_silent == ()  # the test is opt-in
-    model = _fit(with_check, WeaverV2Config(within_association=True))
+    assert _fit(with_check, WeaverV2Config(within_association=False)).report.within_silent == ()
+    model = _fit(with_check)
     assert model.report.within_silent == ("difficulty_check",)
-    # the simulator's verdicts do tell candidates of a prompt apart
-    assert _fit(queries, WeaverV2Config(within_association=True)).report.within_silent == ()
+    assert plain.report.within_silent == ()  # the simulator's verdicts do tell candidates of a prompt apart
     j = model.verifier_names.index("difficulty_check")
     first_stage = model.log_p1[j] - model.log_p0[j]
     assert first_stage[1] - first_stage[0] > 0.3  # pooled over prompts the check looks useful
@@ -163,8 +162,10 @@ def test_artifact_keeps_the_second_stage_and_reads_older_artifacts(small_sets: t
     data = json.loads((tmp_path / "v2.json").read_text())
     del data["grouped"], data["config"]["within_query"], data["version"]  # as written before the second stage
     del data["none_by_size"]  # and before P(no group right) by set size
+    del data["config"]["within_association"], data["fit_report"]["within_silent"]  # and before its test
     older = label_models.from_json(data)
     assert isinstance(older, WeaverV2Model) and older.grouped is None and not older.config.within_query
+    assert not older.config.within_association and older.report.within_silent == ()
     p = older.posterior(q.matrix, q.answers)
     assert p.shape == (q.n_candidates,) and np.all((p >= 0) & (p <= 1))
 
