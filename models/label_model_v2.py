@@ -344,6 +344,13 @@ def fit_v2(
     return FitV2(log_p1, log_p0, rho0, pi, structure, q, total_iter, converged, change, contrast)
 
 
+def fitted_evidence(fit: FitV2, layout: Layout, within: Within | None = None) -> np.ndarray:
+    """(N, m) evidence of each candidate on ``layout`` under a fitted model (the E-step's, before pooling)."""
+    n, m = layout.bins.shape
+    flat = abstain_index(layout.bins, fit.log_p1.shape[1]).ravel()
+    return _evidence(fit.llr_table, flat, n, m, within, fit.contrast)
+
+
 def _evidence(table: np.ndarray, flat: np.ndarray, n: int, m: int, within: Within | None,
               contrast: ContrastFit | None) -> np.ndarray:
     """(N, m) evidence: histogram log-ratios, with contrast evidence in the within-query columns."""

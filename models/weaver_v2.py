@@ -36,10 +36,9 @@ from models.label_model_v2 import (
     Layout,
     Structure,
     Within,
-    abstain_index,
     build_layout,
-    extend,
     fit_v2,
+    fitted_evidence,
     group_evidence,
     group_posteriors,
     member_weights,
@@ -47,14 +46,7 @@ from models.label_model_v2 import (
 )
 from models.normalization import Normalizer
 from models.weaver import Explanation, align_columns
-from models.within_query import (
-    ContrastFit,
-    Contrasts,
-    contrast_evidence,
-    contrasts,
-    level_verifiers,
-    within_association,
-)
+from models.within_query import ContrastFit, contrast_evidence, contrasts, level_verifiers, within_association
 
 ARTIFACT_FORMAT_V2 = "weaver-label-model/2"
 WITHIN_ASSOCIATION_Z = 1.96  # two-sided 5% test of a few-valued verifier's within-query association
@@ -488,7 +480,7 @@ def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.nd
     second = stage(sub)
     silent = np.zeros_like(kept)
     if config.within_association:
-        silent = _without_within_association(second, sub, terms, columns, z, query_of, varying & ~columns)
+        silent = _without_within_association(second, sub, within, z, varying & ~columns)
     if silent.any():  # refit with them abstaining in this stage: their histograms stay flat, no evidence
         stage_bins = sub.bins.copy()
         stage_bins[:, silent] = -1
@@ -504,8 +496,8 @@ def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.nd
                            last_change=max(fit.last_change, second.last_change)), silent
 
 
-def _without_within_association(stage: FitV2, layout: Layout, terms: Contrasts, columns: np.ndarray, z: np.ndarray,
-                                query_of: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def _without_within_association(stage: FitV2, layout: Layout, within: Within, z: np.ndarray,
+                                candidates: np.ndarray) -> np.ndarray:
     """(m,) mask: which of the ``candidates`` verifiers show no association inside queries (two-sided 5% level)
     with the within-query stage's posterior computed without their own evidence.
 
@@ -513,19 +505,13 @@ def _without_within_association(stage: FitV2, layout: Layout, terms: Contrasts, 
     A few-valued check that most candidates pass can look useful pooled over queries only because it fails
     more often on hard prompts; inside a prompt, where selection happens, it may carry nothing."""
     silent = np.zeros_like(candidates)
-    if not candidates.any() or stage.contrast is None:
-        return silent
-    n, m = layout.bins.shape
-    llr = extend(stage.llr_table).ravel()[abstain_index(layout.bins, stage.log_p1.shape[1]).ravel()].reshape(n, m)
-    llr = np.where(columns[None, :], contrast_evidence(terms, stage.contrast, columns), llr)
-    weighted = llr * member_weights(layout, stage.structure)
-    total = weighted.sum(1)
+    llr = fitted_evidence(stage, layout, within)
+    weights = member_weights(layout, stage.structure)
     for j in np.flatnonzero(candidates):
-        per_group = np.bincount(layout.group_of, total - weighted[:, j], minlength=layout.group_size.size)
-        post, _ = group_posteriors(per_group, layout, stage.rho0, stage.pi)
-        column = np.full_like(z, np.nan)
-        column[:, j] = z[:, j]
-        stat = within_association(column, post[layout.group_of], query_of, layout.query_groups.size)[j]
+        without_j = weights.copy()
+        without_j[:, j] = 0.0
+        post, _ = group_posteriors(group_evidence(llr, layout, without_j), layout, stage.rho0, stage.pi)
+        stat = within_association(z[:, [j]], post[layout.group_of], within.query_of, layout.query_groups.size)[0]
         silent[j] = abs(stat) < WITHIN_ASSOCIATION_Z
     return silent
 
