@@ -28,7 +28,9 @@ stage's parameter) and its answer-group share's effect (gamma / residual sd), co
 the label-free fit finds them, on all queries, on those whose answers all differ and on those where some
 answer repeats; then each pair of verifiers' within-query contrast correlation beside what conditional
 independence predicts from their correlations with the label's contrast, and its standard error: how much
-the data can say about a verifier's within-query direction without labels.
+the data can say about a verifier's within-query direction without labels. Last, where the served posterior's
+class balance departs from the labels' (by the number of distinct answers per query), and each level
+verifier's evidence per bin as served beside the log-ratio counted from the labels.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from models.metrics import expected_calibration_error  # noqa: E402
 from models.normalization import Normalizer  # noqa: E402
 from models.simulate_realistic import DEFAULT_VERIFIERS, RealisticConfig, simulate_realistic  # noqa: E402
 from models.weaver_v2 import WeaverV2Config, WeaverV2Model  # noqa: E402
-from models.within_query import contrasts, fit_contrasts  # noqa: E402
+from models.within_query import contrasts, fit_contrasts, level_verifiers  # noqa: E402
 
 Result = tuple[list[float], list[np.ndarray]]  # per-query hits, per-query posteriors
 NO_DRIFT = "v2 default, world without query drift"
@@ -223,6 +225,52 @@ def contrast_correlations(model: WeaverV2Model, queries: Sequence[QueryScores],
             print(f"| {names[j]} / {names[k]} | {corr[j, k]:+.3f} | {r[j] * r[k]:+.3f} | {se:.3f} |")
 
 
+def balance_by_answers(model: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
+    """Print where the served posterior's class balance departs from the labels'.
+
+    By the number of distinct answers in a query: the posterior's mean and its P(no answer right) beside the
+    labels'. Then, per level verifier (constant inside every answer group: answer agreement), the evidence each
+    bin carries as served beside the log-ratio counted from the labels, each answer group counted once as the
+    fit counts it (smoothed as the fit smooths): how steep the label-free histogram is against the labels'."""
+    posteriors = [model.posterior(q.matrix, q.answers, q.task) for q in queries]
+    groups = [np.unique(groups_of(q), return_index=True, return_inverse=True) for q in queries]
+    distinct = np.array([ids.size for ids, _, _ in groups])
+    fitted_none = np.array([1.0 - p[first].sum() for p, (_, first, _) in zip(posteriors, groups, strict=True)])
+    true_none = np.array([float(np.nanmax(y) < 1) for y in labels])
+    print("\nClass balance by distinct answers per query (the served posterior against the labels)\n"
+          "| distinct answers | queries | posterior mean | share correct | P(no answer right) | share with none right |"
+          "\n|---|---|---|---|---|---|")
+    for k in np.unique(distinct):
+        chosen = np.flatnonzero(distinct == k)
+        post = np.concatenate([posteriors[i] for i in chosen])
+        y = np.concatenate([labels[i] for i in chosen]).astype(float)
+        print(f"| {k} | {chosen.size} | {post.mean():.3f} | {np.nanmean(y):.3f} | {fitted_none[chosen].mean():.3f} "
+              f"| {true_none[chosen].mean():.3f} |")
+    z = [model.normalizer.transform(model.align(q.matrix, q.verifier_names)) for q in queries]
+    offsets = np.cumsum([0] + [ids.size for ids, _, _ in groups[:-1]])
+    group_of = np.concatenate([inverse.ravel() + o for (_, _, inverse), o in zip(groups, offsets, strict=True)])
+    level = level_verifiers(np.vstack(z), group_of, np.bincount(group_of)) & model.kept
+    for j in np.flatnonzero(level):
+        served = model.bin_distributions(int(j), within=model.grouped is not None)
+        assert served is not None  # kept
+        width = served[2].size
+        right, wrong = np.zeros(width), np.zeros(width)
+        sizes: list[set[int]] = [set() for _ in range(width)]
+        for y, scores, (_, first, inverse) in zip(labels, z, groups, strict=True):
+            bins = digitize(scores[first][:, [j]], [model.edges[j]])[:, 0]
+            for b, i, size in zip(bins, first, np.bincount(inverse.ravel()), strict=True):
+                if b >= 0:
+                    (right if y[i] == 1 else wrong)[b] += 1
+                    sizes[b].add(int(size))
+        from_labels = np.log((right + 0.5) / (right + 0.5).sum()) - np.log((wrong + 0.5) / (wrong + 0.5).sum())
+        print(f"\n{model.verifier_names[j]}: evidence per bin, as served and counted from the labels (groups once)\n"
+              "| bin | group sizes | groups right | groups wrong | from labels | as served |\n"
+              "|---|---|---|---|---|---|")
+        for b in range(width):
+            print(f"| {b} | {', '.join(map(str, sorted(sizes[b])))} | {right[b]:.0f} | {wrong[b]:.0f} "
+                  f"| {from_labels[b]:+.2f} | {served[2][b]:+.2f} |")
+
+
 def rows(default: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> dict[str, Result]:
     model = fit(queries)
     counted = label_tables(model, queries, labels)
@@ -299,6 +347,7 @@ def main() -> None:
         print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(default, queries, labels), labels)
         within_effects(default, queries, labels)
         contrast_correlations(default, queries, labels)
+        balance_by_answers(default, queries, labels)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
 
