@@ -153,11 +153,15 @@ def drift_removed(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) 
 def contrast_terms(model: WeaverV2Model, queries: Sequence[QueryScores]) -> tuple:
     """The within-query stage's contrast terms for ``queries`` (concatenated) and each candidate's query."""
     z = np.vstack([model.normalizer.transform(model.align(q.matrix, q.verifier_names)) for q in queries])
+    query_of = np.repeat(np.arange(len(queries)), [q.n_candidates for q in queries])
+    return contrasts(z, flat_group_of(queries), query_of, len(queries)), query_of
+
+
+def flat_group_of(queries: Sequence[QueryScores]) -> np.ndarray:
+    """Answer group per candidate of all ``queries`` concatenated, numbered 0.. across queries."""
     groups = [np.unique(groups_of(q), return_inverse=True)[1].ravel() for q in queries]
     offsets = np.cumsum([0] + [int(g.max()) + 1 for g in groups[:-1]])
-    group_of = np.concatenate([g + o for g, o in zip(groups, offsets, strict=True)])
-    query_of = np.repeat(np.arange(len(queries)), [q.n_candidates for q in queries])
-    return contrasts(z, group_of, query_of, len(queries)), query_of
+    return np.concatenate([g + o for g, o in zip(groups, offsets, strict=True)])
 
 
 def contrasts_from_labels(model: WeaverV2Model, queries: Sequence[QueryScores],
@@ -247,9 +251,9 @@ def balance_by_answers(model: WeaverV2Model, queries: Sequence[QueryScores], lab
         print(f"| {k} | {chosen.size} | {post.mean():.3f} | {np.nanmean(y):.3f} | {fitted_none[chosen].mean():.3f} "
               f"| {true_none[chosen].mean():.3f} |")
     z = [model.normalizer.transform(model.align(q.matrix, q.verifier_names)) for q in queries]
-    offsets = np.cumsum([0] + [ids.size for ids, _, _ in groups[:-1]])
-    group_of = np.concatenate([inverse.ravel() + o for (_, _, inverse), o in zip(groups, offsets, strict=True)])
+    group_of = flat_group_of(queries)
     level = level_verifiers(np.vstack(z), group_of, np.bincount(group_of)) & model.kept
+    smoothing = model.config.smoothing
     for j in np.flatnonzero(level):
         served = model.bin_distributions(int(j), within=model.grouped is not None)
         assert served is not None  # kept
@@ -262,7 +266,8 @@ def balance_by_answers(model: WeaverV2Model, queries: Sequence[QueryScores], lab
                 if b >= 0:
                     (right if y[i] == 1 else wrong)[b] += 1
                     sizes[b].add(int(size))
-        from_labels = np.log((right + 0.5) / (right + 0.5).sum()) - np.log((wrong + 0.5) / (wrong + 0.5).sum())
+        c1, c0 = right + smoothing, wrong + smoothing
+        from_labels = np.log(c1 / c1.sum()) - np.log(c0 / c0.sum())
         print(f"\n{model.verifier_names[j]}: evidence per bin, as served and counted from the labels (groups once)\n"
               "| bin | group sizes | groups right | groups wrong | from labels | as served |\n"
               "|---|---|---|---|---|---|")
