@@ -1,17 +1,18 @@
 """Label model ablation: each ingredient of version 2 switched off, on the realistic simulator and the dev set.
 
     python bench/label_model_ablation.py [--seeds 0,1,2] [--queries 300] [--samples 32]
-        [--dev-scores .cache/scores-dev-cpu-default.jsonl]
+        [--dev-scores .cache/scores-gsm8k_gpt3_dev.jsonl]
 
 Simulator: per seed, ``queries`` label-free queries (the aggregators fit on them without labels) and
 10x as many labelled queries from the same simulated world for the supervised logistic regression.
 Dev set: the GSM8K dev file scored by the ``cpu-default`` verifiers (from the score cache that
-``weaver eval --verifiers cpu-default --cache ...`` writes; skipped when absent); supervised LR is
-cross-fitted on 5 folds of queries there.
+``weaver eval gsm8k_gpt3_dev.jsonl --verifiers cpu-default`` writes by default, the ``--dev-scores``
+default; skipped when absent); supervised LR is cross-fitted on 5 folds of queries there.
 
 Prints one table per data source: selection accuracy with a bootstrap 95% interval over queries,
 expected calibration error of the posterior, and the label-free class balance against the truth;
-then the v2 default minus every other row on the same queries, with a paired bootstrap interval.
+then the v2 default minus every other row on the same queries, with a paired bootstrap interval; on the
+dev set also each row's selection accuracy by stratum of queries (what their answer groups decide).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def simulator_rows(seeds: Sequence[int], n_queries: int, n_samples: int) -> tupl
     return list(pooled.values()), float(np.mean(np.concatenate(truth)))
 
 
-def dev_rows(path: Path, data: Path, verifiers: str) -> tuple[list[Row], float, str]:
+def dev_rows(path: Path, data: Path, verifiers: str) -> tuple[list[Row], float, str, dict[str, np.ndarray]]:
+    """Rows, the true class balance, the verifier names and the queries' strata (``answer_strata``)."""
     from models.answers import extract_answer
     from models.data import load_candidate_sets
     from workers.offline import score_candidate_sets
@@ -188,7 +190,32 @@ def dev_rows(path: Path, data: Path, verifiers: str) -> tuple[list[Row], float, 
     rows = label_free_rows(queries, labels, folds=5, seed=0)
     rows.append(cross_fitted_supervised(queries, labels, 5, 0))
     rows.append(Row("any candidate correct (ceiling)", "yes", [float(np.nanmax(y)) for y in labels]))
-    return rows, float(np.nanmean(np.concatenate(labels))), ", ".join(names)
+    return rows, float(np.nanmean(np.concatenate(labels))), ", ".join(names), answer_strata(queries)
+
+
+def answer_strata(queries: Sequence[QueryScores]) -> dict[str, np.ndarray]:
+    """Queries by what their answer groups decide: one largest group (every aggregator that follows the
+    answers picks it), largest groups tied, or every answer different (the groups decide nothing)."""
+    from models.answers import group_answers
+
+    shapes = []
+    for q in queries:
+        g = np.array(group_answers(q.answers or [None] * q.n_candidates), dtype=np.int64)
+        g = np.where(g < 0, q.n_candidates + np.arange(q.n_candidates), g)  # no answer: a group of its own
+        shapes.append(np.bincount(g)[np.unique(g)])
+    differ = np.array([sizes.max() == 1 for sizes in shapes])
+    tied = np.array([(sizes == sizes.max()).sum() > 1 for sizes in shapes]) & ~differ
+    return {"one largest answer group": ~differ & ~tied, "largest groups tied": tied, "answers all differ": differ}
+
+
+def print_by_stratum(rows: list[Row], strata: dict[str, np.ndarray], out: Callable[[str], None] = print) -> None:
+    """Selection accuracy per stratum of queries: where the aggregators part ways."""
+    out("\nSelection accuracy % by stratum of queries (queries in each)")
+    out("| aggregator | " + " | ".join(f"{name} ({int(mask.sum())})" for name, mask in strata.items()) + " |")
+    out("|---|" + "---|" * len(strata))
+    for row in rows:
+        hits = np.array(row.hits)
+        out(f"| {row.name} | " + " | ".join(f"{100 * hits[mask].mean():.1f}" for mask in strata.values()) + " |")
 
 
 def print_table(title: str, rows: list[Row], true_balance: float, out: Callable[[str], None] = print) -> None:
@@ -229,7 +256,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--dev-scores", type=Path, default=Path(".cache/scores-dev-cpu-default.jsonl"))
+    parser.add_argument("--dev-scores", type=Path, default=Path(".cache/scores-gsm8k_gpt3_dev.jsonl"))
     parser.add_argument("--dev-verifiers", default="cpu-default",
                         help="a workers profile or comma-separated verifier names (scored into --dev-scores)")
     parser.add_argument("--data", type=Path, default=None)
@@ -242,9 +269,10 @@ def main() -> None:
         print_paired_differences(rows)
     data = args.data or Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
     if args.dev_scores.exists() and data.exists():
-        rows, balance, names = dev_rows(args.dev_scores, data, args.dev_verifiers)
+        rows, balance, names, strata = dev_rows(args.dev_scores, data, args.dev_verifiers)
         print_table(f"Dev set {data.name} ({len(rows[0].hits)} queries), verifiers: {names}", rows, balance)
         print_paired_differences(rows)
+        print_by_stratum(rows, strata)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.aggregators import QueryScores, rank_order  # noqa: E402
 from models.answers import group_answers  # noqa: E402
 from models.binning import digitize, n_bins  # noqa: E402
-from models.metrics import expected_calibration_error  # noqa: E402
+from models.metrics import auroc, expected_calibration_error  # noqa: E402
 from models.normalization import Normalizer  # noqa: E402
 from models.simulate_realistic import DEFAULT_VERIFIERS, RealisticConfig, simulate_realistic  # noqa: E402
 from models.weaver_v2 import WeaverV2Config, WeaverV2Model  # noqa: E402
@@ -229,6 +229,38 @@ def contrast_correlations(model: WeaverV2Model, queries: Sequence[QueryScores],
             print(f"| {names[j]} / {names[k]} | {corr[j, k]:+.3f} | {r[j] * r[k]:+.3f} | {se:.3f} |")
 
 
+def within_query_auroc(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+    """(m,) per verifier, the share of (correct, wrong) pairs of candidates of one query that it orders right
+    (ties half; pairs where it abstains skipped), and the number of such pairs: AUROC inside queries, where
+    no per-prompt shift counts."""
+    m = len(queries[0].verifier_names)
+    won, seen, pairs = np.zeros(m), np.zeros(m), 0
+    for q, y in zip(queries, labels, strict=True):
+        right, wrong = q.matrix[y == 1], q.matrix[y == 0]
+        diff = right[:, None, :] - wrong[None, :, :]  # (right, wrong, m)
+        scored = ~np.isnan(diff)
+        won += np.where(scored, (diff > 0) + 0.5 * (diff == 0), 0.0).sum((0, 1))
+        seen += scored.sum((0, 1))
+        pairs += len(right) * len(wrong)
+    return won / np.maximum(seen, 1), pairs
+
+
+def print_aurocs(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
+    """Each verifier's AUROC pooled over all candidates (what a histogram learns from) and inside queries,
+    on all queries and on those whose answers all differ (where the answer groups cannot decide)."""
+    names = queries[0].verifier_names
+    pooled = [auroc(np.concatenate([q.matrix[:, j] for q in queries]), np.concatenate(labels)) for j in
+              range(len(names))]
+    distinct = [i for i, q in enumerate(queries) if len(set(groups_of(q).tolist())) == q.n_candidates]
+    inside, n_all = within_query_auroc(queries, labels)
+    inside_distinct, n_distinct = within_query_auroc([queries[i] for i in distinct], [labels[i] for i in distinct])
+    print(f"\nAUROC per verifier: pooled, inside queries ({n_all} correct/wrong pairs), inside the {len(distinct)} "
+          f"queries whose answers all differ ({n_distinct} pairs)\n| verifier | pooled | inside queries "
+          "| inside, answers all differ |\n|---|---|---|---|")
+    for j, name in enumerate(names):
+        print(f"| {name} | {pooled[j]:.2f} | {inside[j]:.2f} | {inside_distinct[j]:.2f} |")
+
+
 def balance_by_answers(model: WeaverV2Model, queries: Sequence[QueryScores], labels: Sequence[np.ndarray]) -> None:
     """Print where the served posterior's class balance departs from the labels'.
 
@@ -352,6 +384,7 @@ def main() -> None:
         print_rows(f"Dev set {data.name}, verifiers {', '.join(names)}", rows(default, queries, labels), labels)
         within_effects(default, queries, labels)
         contrast_correlations(default, queries, labels)
+        print_aurocs(queries, labels)
         balance_by_answers(default, queries, labels)
     else:
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
