@@ -28,8 +28,9 @@ _PATTERNS = (
     re2.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
     re2.compile(r"(?im)answer is[:\s]*\$?(.+?)(?:\.\s|\.$|$)"),
 )
-# "-" or "$" may be followed by spaces, but a match never starts on a space: linear under findall
-_LAST_NUMBER = re.compile(r"(?:-\$?\s*|\$\s*)?\d[\d,]*(?:\.\d+)?")
+# "-" or "$" may be followed by spaces, but a match never starts on a space: linear under findall; a comma
+# counts only between digits ("1,200"), so "the answer is 7, since" gives "7", not "7,"
+_LAST_NUMBER = re.compile(r"(?:-\$?\s*|\$\s*)?\d+(?:,\d+)*(?:\.\d+)?")
 MATH_VERIFY_TIMEOUT_S = 1  # per parse / verify call, main thread only (signal.alarm takes whole seconds)
 MATH_VERIFY_BUDGET_S = 2.0  # per group_answers call; past it, remaining pairs compare by canonical key only
 MAX_MATH_VERIFY_CHARS = 256  # longer answers are compared as normalized strings (sympy cost grows fast)

@@ -13,6 +13,12 @@ def test_extracts_common_final_answer_forms() -> None:
     assert extract_answer("no numbers here") is None
 
 
+def test_a_comma_after_the_last_number_is_punctuation() -> None:
+    assert extract_answer("She has 7, since 3 + 4 = 7,") == "7"
+    assert extract_answer("The total is 1,200, in dollars") == "1,200"
+    assert extract_answer("It costs -$ 1,234.50.") == "-$ 1,234.50"
+
+
 def test_numeric_equivalence() -> None:
     assert answers_equivalent("$1,000", "1000")
     assert answers_equivalent("18.0", "18")
