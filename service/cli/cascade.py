@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, nan_labels
+from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, nan_labels, score_cache
 from service.cli.core import LABEL_MODEL_HELP
 
 DEFAULT_CONFIDENCES = "0.8,0.9,0.95,0.99,0.999"
@@ -176,8 +176,7 @@ def cascade_cmd(
     margins = parse_floats(margin, "--margin", off=MARGIN_OFF)
     overrides = parse_costs(costs)
     sets = load_sets(file)
-    if cache is None and verifiers not in (None, "answer_agreement"):
-        cache = Path(".cache") / f"scores-{file.stem}.jsonl"
+    cache = score_cache(file, verifiers, cache)
     queries, source = build_queries(sets, verifiers, cache)
     names = list(queries[0].verifier_names)
     cost_table, cost_source = _costs(file, sets, names, overrides, verifiers, measure_costs_k)

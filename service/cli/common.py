@@ -29,6 +29,15 @@ def load_sets(path: Path) -> list[Any]:
         fail(str(exc))
 
 
+def score_cache(file: Path, verifiers: str | None, cache: Path | None) -> Path | None:
+    """The score cache a command reads and fills: ``cache`` when given, else ``.cache/scores-<file>.jsonl``
+    whenever verifiers are computed (answer agreement alone is free), so eval, fit, cascade and replay on
+    one file share the scores a slow verifier (the judge) computed once."""
+    if cache is None and verifiers not in (None, "answer_agreement"):
+        return Path(".cache") / f"scores-{file.stem}.jsonl"
+    return cache
+
+
 def build_queries(sets: list[Any], verifiers: str | None, cache: Path | None) -> tuple[list[Any], str]:
     """Score matrices for each set: precomputed scores when present, else computed verifiers.
 

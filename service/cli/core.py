@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, nan_labels
+from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, nan_labels, score_cache
 
 
 def simulate(
@@ -55,7 +55,7 @@ def fit(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model artifact to write")] = Path("model.json"),
     by_task: Annotated[bool, typer.Option("--by-task", help="Also fit one model per `task` key")] = False,
     verifiers: Annotated[str | None, typer.Option(help="Compute these verifiers instead of reading scores")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Score cache file for computed verifiers")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Score cache file (default: .cache/scores-<file>.jsonl)")] = None,
     label_model: Annotated[str, typer.Option(help=LABEL_MODEL_HELP)] = "weaver-v2",
 ) -> None:
     """Fit the Weaver label model on score files. No labels are read."""
@@ -64,7 +64,7 @@ def fit(
     if label_model not in LABEL_MODEL_NAMES:
         fail(f"unknown label model {label_model!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
     sets = load_sets(file)
-    queries, source = build_queries(sets, verifiers, cache)
+    queries, source = build_queries(sets, verifiers, score_cache(file, verifiers, cache))
     tasks = [q.task for q in queries]
     model = fit_named(label_model, [q.matrix for q in queries], queries[0].verifier_names,
                       [q.answers for q in queries], tasks, by_task=by_task)
@@ -118,8 +118,7 @@ def evaluate_cmd(
         fail(f"unknown label model {label_model!r}; choose one of {', '.join(label_models.LABEL_MODEL_NAMES)}")
     console = Console(stderr=True)
     sets = load_sets(file)
-    if cache is None and verifiers not in (None, "answer_agreement"):
-        cache = Path(".cache") / f"scores-{file.stem}.jsonl"
+    cache = score_cache(file, verifiers, cache)
     if plot is not None and plot.exists() and not plot.is_dir():
         fail(f"--plot {plot} is a file; give a directory to write the PNGs into")
     with console.status("scoring candidates..."):

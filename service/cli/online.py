@@ -187,18 +187,17 @@ def replay_cmd(
     window: Annotated[int | None, typer.Option(help="Refit window in queries (default: everything seen)")] = None,
     verifiers: Annotated[str | None, typer.Option(help="Verifiers to compute (profile or names); default: the "
                                                        "file's scores, else answer agreement")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Score cache for computed verifiers")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Score cache file (default: .cache/scores-<file>.jsonl)")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG: accuracy and per-verifier estimated rates "
                                                    "against queries seen")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stream a labelled file through the online learner one query at a time (labels only evaluate)."""
     from models.online.replay import replay
-    from service.cli.common import build_queries, load_sets
+    from service.cli.common import build_queries, load_sets, score_cache
 
     sets = load_sets(file)
-    if cache is None and verifiers not in (None, "answer_agreement"):
-        cache = Path(".cache") / f"scores-{file.stem}.jsonl"
+    cache = score_cache(file, verifiers, cache)
     queries, source = build_queries(sets, verifiers, cache)
     labels = [cs.labels for cs in sets]
     if any(y is None for y in labels):
