@@ -63,6 +63,9 @@ class Row:
     balance: float | None = None
 
 
+Scored = tuple[float, np.ndarray]  # a query's hit (0/1) and its candidates' probabilities
+
+
 def v2_scores(model: WeaverV2Model, q: QueryScores) -> tuple[np.ndarray, int]:
     p, tie = model.score(model.align(q.matrix, q.verifier_names), q.answers, q.task)
     return p, int(rank_order(p, tie)[0])
@@ -84,19 +87,14 @@ def label_free_rows(queries: Sequence[QueryScores], labels: Sequence[np.ndarray]
         rows.append(Row(label, "no", [hit(y, i) for (_, i), y in zip(scored, labels, strict=True)],
                         [p for p, _ in scored], list(labels), model.report.class_balance))
         if config == WeaverV2Config() and folds > 1:
-            unseen: dict[int, tuple[float, np.ndarray]] = {}
-            order = np.random.default_rng(seed).permutation(len(queries))
-            for k in range(folds):
-                held = set(order[k::folds].tolist())
-                train = [i for i in range(len(queries)) if i not in held]
+            def v2_fold(train: list[int], held: list[int], config: WeaverV2Config = config) -> list[Scored]:
                 fold = WeaverV2Model.fit([mats[i] for i in train], names, [answers[i] for i in train],
                                          config=config)
-                for i in held:
-                    p, top = v2_scores(fold, queries[i])
-                    unseen[i] = (hit(labels[i], top), p)
-            rows.append(Row(f"v2 default, {folds}-fold (unseen queries)", "no",
-                            [unseen[i][0] for i in range(len(queries))],
-                            [unseen[i][1] for i in range(len(queries))], list(labels)))
+                scored = [v2_scores(fold, queries[i]) for i in held]
+                return [(hit(labels[i], top), p) for i, (p, top) in zip(held, scored, strict=True)]
+
+            hits, probs = cross_fitted(len(queries), folds, seed, v2_fold)
+            rows.append(Row(f"v2 default, {folds}-fold (unseen queries)", "no", hits, probs, list(labels)))
     v1 = WeaverModel.fit(mats, names)
     agg = WeaverAggregator(v1)
     ranked = [agg.rank(q) for q in queries]
@@ -122,21 +120,31 @@ def supervised_row(name: str, train: Sequence[QueryScores], train_y: Sequence[np
                [r.scores for r in ranked], list(test_y))
 
 
-def cross_fitted_supervised(queries: Sequence[QueryScores], labels: Sequence[np.ndarray], folds: int,
-                            seed: int) -> Row:
-    """Supervised LR scored on each fold of queries after training on the others; rows in query order."""
-    order = np.random.default_rng(seed).permutation(len(queries))
-    unseen: dict[int, tuple[float, np.ndarray]] = {}
+def cross_fitted(n: int, folds: int, seed: int,
+                 score_fold: Callable[[list[int], list[int]], list[Scored]]) -> tuple[list[float], list[np.ndarray]]:
+    """Each of ``n`` queries scored by a model fitted on the other folds (a random split by ``seed``, the same
+    for every aggregator given the seed); ``score_fold(train, held)`` returns (hit, probabilities) per held
+    query. Hits and probabilities come back in query order."""
+    order = np.random.default_rng(seed).permutation(n)
+    unseen: dict[int, Scored] = {}
     for k in range(folds):
         held = sorted(order[k::folds].tolist())
         held_set = set(held)
-        train = [i for i in range(len(queries)) if i not in held_set]
+        train = [i for i in range(n) if i not in held_set]
+        unseen.update(zip(held, score_fold(train, held), strict=True))
+    return [unseen[i][0] for i in range(n)], [unseen[i][1] for i in range(n)]
+
+
+def cross_fitted_supervised(queries: Sequence[QueryScores], labels: Sequence[np.ndarray], folds: int,
+                            seed: int) -> Row:
+    """Supervised LR scored on each fold of queries after training on the others; rows in query order."""
+    def lr_fold(train: list[int], held: list[int]) -> list[Scored]:
         row = supervised_row("", [queries[i] for i in train], [labels[i] for i in train],
                              [queries[i] for i in held], [labels[i] for i in held])
-        for i, h, p in zip(held, row.hits, row.probs or [], strict=True):
-            unseen[i] = (h, p)
-    return Row(f"supervised LR ({folds}-fold by query)", "yes", [unseen[i][0] for i in range(len(queries))],
-               [unseen[i][1] for i in range(len(queries))], list(labels))
+        return list(zip(row.hits, row.probs or [], strict=True))
+
+    hits, probs = cross_fitted(len(queries), folds, seed, lr_fold)
+    return Row(f"supervised LR ({folds}-fold by query)", "yes", hits, probs, list(labels))
 
 
 def sim_queries(sim_sets: Sequence, names: tuple[str, ...], answers: Sequence) -> list[QueryScores]:
