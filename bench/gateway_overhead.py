@@ -12,6 +12,7 @@ The modes are interleaved request by request, so machine noise (a shared 2-core 
 requests are sequential (latency, not throughput). Overhead = statistic(mode) / statistic(direct) - 1.
 
     PYTHONPATH=. python bench/gateway_overhead.py [--requests 500] [--redis-url redis://127.0.0.1:6379/0]
+        [--idle-ms 200]  # an idle gap before each request: latency at low load
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def asgi_call(app: FastAPI, mode: str) -> Call:
     return call
 
 
-async def run(requests: int, redis_url: str | None, online: bool = True) -> dict[str, list[float]]:
+async def run(requests: int, redis_url: str | None, online: bool = True, idle_s: float = 0.0) -> dict[str, list[float]]:
     from workers.entry import Worker
 
     worker = Worker.from_config(bench_worker_config())
@@ -149,6 +150,8 @@ async def run(requests: int, redis_url: str | None, online: bool = True) -> dict
                 await lifespan.__aenter__()
             for i in range(-20, requests):  # 20 warm-up rounds
                 for name, call in calls.items():
+                    if idle_s:
+                        await asyncio.sleep(idle_s)  # untimed: the service idles as between sparse requests
                     start = time.perf_counter()
                     await call(i)
                     if i >= 0:
@@ -172,18 +175,23 @@ def main() -> None:
                         help="event loop (uvicorn runs on uvloop when it is installed)")
     parser.add_argument("--no-online", action="store_true",
                         help="online learning off (as served it is on: every answer is logged for refits)")
+    parser.add_argument("--idle-ms", type=float, default=0.0,
+                        help="idle gap before each request (untimed): latency at low load, where each process or "
+                             "thread hop may first have to wake up")
     args = parser.parse_args()
     VERIFIERS[:] = args.verifiers.split(",")
     if args.loop == "uvloop":  # what uvicorn picks when uvloop is installed (its loop="auto")
         import uvloop
 
         uvloop.install()
-    samples = asyncio.run(run(args.requests, None if args.no_redis else args.redis_url, online=not args.no_online))
+    samples = asyncio.run(run(args.requests, None if args.no_redis else args.redis_url, online=not args.no_online,
+                              idle_s=args.idle_ms / 1000))
     base_name = next(iter(samples))
     base_median = statistics.median(samples[base_name])
     base_mean = statistics.fmean(samples[base_name])
     print(f"rerank, 4 documents, verifiers {'+'.join(VERIFIERS)}, {args.requests} sequential requests per mode, "
-          f"interleaved, online learning {'off' if args.no_online else 'on'}\n")  # fmt: skip
+          f"interleaved, online learning {'off' if args.no_online else 'on'}"
+          + (f", {args.idle_ms:g} ms idle before each" if args.idle_ms else "") + "\n")  # fmt: skip
     print("| mode | median ms | mean ms | p95 ms | overhead (median) | overhead (mean) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, values in samples.items():
