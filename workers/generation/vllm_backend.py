@@ -23,6 +23,7 @@ from workers.generation.base import GeneratedCandidate, GenerationBackend, Gener
 from workers.generation.chat_prompt import load_tokenizer, render_chat
 from workers.generation.errors import BackendUnavailableError, GenerationError, PromptTooLongError
 from workers.generation.model_cache import DEFAULT_MODEL, resolve_model
+from workers.vllm_shutdown import shutdown_async_llm
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class VLLMBackend(GenerationBackend):
     async def close(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
-            await asyncio.to_thread(engine.shutdown)
+            await shutdown_async_llm(engine)
 
     def render_prompt(self, messages: list[ChatMessage]) -> list[int]:
         if self._tokenizer is None:

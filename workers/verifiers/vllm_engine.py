@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from workers.vllm_shutdown import shutdown_async_llm
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -71,7 +73,9 @@ class EngineHandle:
             engine.shutdown()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.shutdown)
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await shutdown_async_llm(engine)
 
 
 async def run_requests(requests: Sequence[Awaitable[T]]) -> list[T]:

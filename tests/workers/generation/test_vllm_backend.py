@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 
 import pytest
 
@@ -69,5 +70,21 @@ async def test_vllm_engine_samples_n_candidates_in_one_request(smollm2_cache: Re
                                          for i in range(3)))
         assert [r.returned for r in results] == [4, 4, 4]
     finally:
-        await backend.close()
+        # a clean shutdown logs no error (vLLM's own order used to log its output handler's death)
+        errors = _Collect(logging.ERROR)
+        logging.getLogger("vllm").addHandler(errors)
+        try:
+            await backend.close()
+        finally:
+            logging.getLogger("vllm").removeHandler(errors)
     assert not backend.ready()
+    assert errors.messages == []
+
+
+class _Collect(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
