@@ -102,6 +102,15 @@ def test_feedback_for_unknown_request_and_duplicates() -> None:
     assert online.feedback("r1", 0, False).duplicate
 
 
+def test_feedback_book_keeps_the_newest_requests_up_to_its_capacity() -> None:
+    """``feedback_capacity`` bounds the embedded book's memory: the oldest request is forgotten first."""
+    online, _ = _online(feedback_capacity=2)
+    for r in ("r1", "r2", "r3"):
+        online.observe(ScoreRecord(np.array([[0.9], [0.1]]), ("v",), request_id=r), answers=("1", "2"))
+    assert not online.feedback("r1", 0, True).known
+    assert online.feedback("r2", 0, True).known and online.feedback("r3", 1, False).known
+
+
 def test_record_from_job_result_keeps_versions_not_prompt() -> None:
     job = Job(kind="rerank", prompt="secret", candidates=["a", "b"], task="gsm8k")
     diag = [VerifierDiagnostics(name="v1", kind="k", version="1.2", raw=[0.1, None], normalized=[0.1, None],

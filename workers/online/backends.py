@@ -48,7 +48,7 @@ class EmbeddedRefits:
         self.store: ModelStore = (DirectoryModelStore(settings.model_dir, settings.keep_versions)
                                   if settings.model_dir else MemoryModelStore(settings.keep_versions))
         self.learner = OnlineLearner(runtime.config, self.store)
-        self.accuracy = OnlineAccuracy()
+        self.accuracy = OnlineAccuracy(settings.feedback_capacity)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []

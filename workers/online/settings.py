@@ -40,7 +40,12 @@ class OnlineSettings(BaseModel):
     min_class_balance: float = Field(default=0.02, ge=0, le=0.5)
     max_class_balance: float = Field(default=0.98, ge=0.5, le=1)
     require_converged: bool = True
-    feedback_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    feedback_ttl_s: int = Field(default=7 * 24 * 3600, ge=1,
+                                description="redis: how long a request's selections stay open to feedback")
+    feedback_capacity: int = Field(
+        default=100_000, ge=1, description="embedded: newest requests whose selections stay open to feedback (the "
+        "oldest are forgotten first); each costs a few hundred bytes of memory (`python bench/online.py` measures "
+        "it), so the default bounds the book at a few tens of MB")
 
     def online_config(self) -> OnlineConfig:
         return OnlineConfig(
