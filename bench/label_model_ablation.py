@@ -204,12 +204,11 @@ def dev_rows(path: Path, data: Path, verifiers: str) -> tuple[list[Row], float, 
 def answer_strata(queries: Sequence[QueryScores]) -> dict[str, np.ndarray]:
     """Queries by what their answer groups decide: one largest group (every aggregator that follows the
     answers picks it), largest groups tied, or every answer different (the groups decide nothing)."""
-    from models.answers import group_answers
+    from bench.label_model_small_sets import groups_of
 
     shapes = []
     for q in queries:
-        g = np.array(group_answers(q.answers or [None] * q.n_candidates), dtype=np.int64)
-        g = np.where(g < 0, q.n_candidates + np.arange(q.n_candidates), g)  # no answer: a group of its own
+        g = groups_of(q)
         shapes.append(np.bincount(g)[np.unique(g)])
     differ = np.array([sizes.max() == 1 for sizes in shapes])
     tied = np.array([(sizes == sizes.max()).sum() > 1 for sizes in shapes]) & ~differ
