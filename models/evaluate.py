@@ -7,7 +7,8 @@ Label use is explicit here: Weaver, first, majority and mean never see labels; b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,9 @@ from models.metrics import (
     expected_calibration_error,
     reliability_bins,
 )
+from models.v2_options import changed_options
 from models.weaver import WeaverConfig, WeaverModel
-from models.weaver_v2 import WeaverV2Model
+from models.weaver_v2 import WeaverV2Config, WeaverV2Model
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class EvalReport:
     class_balance_low: float = float("nan")
     class_balance_high: float = float("nan")
     class_balance_identified: bool | None = None
+    label_model_options: dict[str, Any] = field(default_factory=dict)  # v2 fit options changed from the default
 
 
 def _labels_matrix(labels: Sequence[np.ndarray]) -> np.ndarray:
@@ -124,6 +127,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     label_model: str = DEFAULT_LABEL_MODEL,
     resamples: int = 20,
+    v2_config: WeaverV2Config | None = None,
 ) -> EvalReport:
     """Evaluate all aggregators. ``labels[q]`` holds 0/1/NaN per candidate of query q.
 
@@ -131,14 +135,15 @@ def evaluate(
     (the usual weak-supervision protocol) unless a fitted ``model`` is given; it is also cross-fitted
     (fit on k-1 folds of queries, scored on the held-out fold) to show how it does on queries it has
     never seen. The other generation gets a row too. For v2, ``resamples`` bootstrap refits give
-    intervals on the label-free class balance and verifier accuracies (0: none).
+    intervals on the label-free class balance and verifier accuracies (0: none); ``v2_config`` is the v2
+    fit's options (every v2 fit here, the comparison row's too; default: ``WeaverV2Config()``).
     """
     if len(queries) != len(labels):
         raise ValueError(f"{len(queries)} queries but {len(labels)} label vectors")
     note = progress or (lambda _msg: None)
     book = _RowBook(queries, labels, seed)
     label_model = label_model_name(model) if model is not None else label_model
-    fitter = _Fitter(queries[0].verifier_names, config)
+    fitter = _Fitter(queries[0].verifier_names, config, v2_config)
     note("fitting Weaver (label-free)")
     fitted = model or fitter.fit(label_model, queries)
     _label_model_rows(book, fitter, fitted, label_model, given=model is not None, folds=folds, note=note)
@@ -192,13 +197,14 @@ class _Fitter:
 
     names: tuple[str, ...]
     config: WeaverConfig | None
+    v2_config: WeaverV2Config | None = None
 
     def fit(self, name: str, part: Sequence[QueryScores]) -> LabelModel:
         if name == "weaver-v1" and self.config is not None:
             return WeaverModel.fit([q.matrix for q in part], self.names, self.config)
         part_tasks = [q.task for q in part]
         return fit_named(name, [q.matrix for q in part], self.names, [q.answers for q in part], part_tasks,
-                         by_task=any(part_tasks))
+                         by_task=any(part_tasks), v2_config=self.v2_config)
 
 
 def _label_model_rows(book: _RowBook, fitter: _Fitter, fitted: LabelModel, label_model: str, *, given: bool,
@@ -288,6 +294,7 @@ def _report(book: _RowBook, fitted: LabelModel, label_model: str,
         class_balance_low=cb.interval.low if cb else float("nan"),
         class_balance_high=cb.interval.high if cb else float("nan"),
         class_balance_identified=cb.identified if cb else None,
+        label_model_options=changed_options(fitted.config) if isinstance(fitted, WeaverV2Model) else {},
     )
 
 

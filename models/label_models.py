@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models.weaver import ARTIFACT_FORMAT, WeaverModel
-from models.weaver_v2 import ARTIFACT_FORMAT_V2, WeaverV2Model
+from models.weaver_v2 import ARTIFACT_FORMAT_V2, WeaverV2Config, WeaverV2Model
 
 LabelModel = WeaverModel | WeaverV2Model
 LabelModelName = Literal["weaver-v2", "weaver-v1"]
@@ -24,12 +24,13 @@ DEFAULT_LABEL_MODEL: LabelModelName = "weaver-v2"
 
 def fit_named(name: str, matrices: Sequence[Any], verifier_names: Sequence[str],
               answers: Sequence[Sequence[str | None] | None] | None = None,
-              tasks: Sequence[str | None] | None = None, by_task: bool = False) -> LabelModel:
-    """Fit the named label model label-free. v1 ignores answers; v2 has no per-task models."""
+              tasks: Sequence[str | None] | None = None, by_task: bool = False,
+              v2_config: WeaverV2Config | None = None) -> LabelModel:
+    """Fit the named label model label-free. v1 ignores answers and ``v2_config``; v2 has no per-task models."""
     if name == "weaver-v1":
         return WeaverModel.fit(matrices, verifier_names, tasks=tasks if by_task else None)
     if name == "weaver-v2":
-        return WeaverV2Model.fit(matrices, verifier_names, answers, tasks)
+        return WeaverV2Model.fit(matrices, verifier_names, answers, tasks, v2_config)
     raise ValueError(f"unknown label model {name!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
 
 

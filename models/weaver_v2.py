@@ -70,6 +70,17 @@ class WeaverV2Config:
     tol: float = 1e-4
     max_iter: int = 300
 
+    def __post_init__(self) -> None:
+        bad = [f"{name} {why}" for name, ok, why in (
+            ("max_bins", self.max_bins >= 2, "must be at least 2 (2 is version 1's one cut)"),
+            ("min_coverage", 0.0 <= self.min_coverage <= 1.0, "must be within [0, 1]"),
+            ("smoothing", self.smoothing > 0, "must be positive (an empty bin would give infinite evidence)"),
+            ("tol", self.tol > 0, "must be positive"),
+            ("max_iter", self.max_iter >= 1, "must be at least 1"),
+        ) if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
+
 
 @dataclass(frozen=True)
 class GroupedParams:

@@ -48,6 +48,22 @@ def simulate(
 
 
 LABEL_MODEL_HELP = "weaver-v2 (default: binned scores, answer groups, dependency guard) or weaver-v1 (binary votes)"
+V2_OPTION_HELP = ("A weaver-v2 fit option as KEY=VALUE, repeatable (e.g. within_association=false, max_bins=2); "
+                  "docs/label-model.md lists them with the ablation each reproduces")
+
+
+def v2_config_or_fail(options: list[str] | None, label_model: str) -> Any:
+    """The WeaverV2Config the --v2-option flags ask for (None: none given); a bad one ends the command."""
+    if not options:
+        return None
+    if label_model != "weaver-v2":
+        fail(f"--v2-option sets options of weaver-v2, not of {label_model}")
+    from models.v2_options import v2_config
+
+    try:
+        return v2_config(options)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def fit(
@@ -57,17 +73,19 @@ def fit(
     verifiers: Annotated[str | None, typer.Option(help="Compute these verifiers instead of reading scores")] = None,
     cache: Annotated[Path | None, typer.Option(help="Score cache file (default: .cache/scores-<file>.jsonl)")] = None,
     label_model: Annotated[str, typer.Option(help=LABEL_MODEL_HELP)] = "weaver-v2",
+    v2_option: Annotated[list[str] | None, typer.Option(help=V2_OPTION_HELP)] = None,
 ) -> None:
     """Fit the Weaver label model on score files. No labels are read."""
     from models.label_models import LABEL_MODEL_NAMES, fit_named
 
     if label_model not in LABEL_MODEL_NAMES:
         fail(f"unknown label model {label_model!r}; choose one of {', '.join(LABEL_MODEL_NAMES)}")
+    v2_config = v2_config_or_fail(v2_option, label_model)
     sets = load_sets(file)
     queries, source = build_queries(sets, verifiers, score_cache(file, verifiers, cache))
     tasks = [q.task for q in queries]
     model = fit_named(label_model, [q.matrix for q in queries], queries[0].verifier_names,
-                      [q.answers for q in queries], tasks, by_task=by_task)
+                      [q.answers for q in queries], tasks, by_task=by_task, v2_config=v2_config)
     model.save(output)
     rep = model.report
     typer.echo(f"scores: {source}")
@@ -75,6 +93,12 @@ def fit(
                f"({rep.n_candidates} candidates): class balance {rep.class_balance:.3f}, "
                f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
                f"{rep.fit_seconds:.3f} s")
+    if v2_config is not None:
+        from models.v2_options import changed_options
+
+        changed = changed_options(v2_config)
+        typer.echo("fit options changed from the default: "
+                   + (", ".join(f"{k}={v}" for k, v in changed.items()) or "none (the values given are the defaults)"))
     within = getattr(rep, "within_query", ())
     if within:
         typer.echo(f"within-query contrasts on single-answer queries: {', '.join(within)}")
@@ -107,6 +131,7 @@ def evaluate_cmd(
     label_model: Annotated[str, typer.Option(help=LABEL_MODEL_HELP)] = "weaver-v2",
     resamples: Annotated[int, typer.Option(help="Bootstrap refits for the label-free estimates' intervals")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
+    v2_option: Annotated[list[str] | None, typer.Option(help=V2_OPTION_HELP)] = None,
 ) -> None:
     """Selection accuracy of every aggregator, with bootstrap 95% intervals over queries."""
     from rich.console import Console
@@ -116,6 +141,9 @@ def evaluate_cmd(
 
     if label_model not in label_models.LABEL_MODEL_NAMES:
         fail(f"unknown label model {label_model!r}; choose one of {', '.join(label_models.LABEL_MODEL_NAMES)}")
+    if v2_option and model is not None:
+        fail("--v2-option sets fit options, and --model scores with a model already fitted: give one of them")
+    v2_config = v2_config_or_fail(v2_option, label_model)
     console = Console(stderr=True)
     sets = load_sets(file)
     cache = score_cache(file, verifiers, cache)
@@ -127,7 +155,7 @@ def evaluate_cmd(
     fitted = label_models.load(model) if model else None
     with console.status("evaluating...") as status:
         report = evaluate(queries, labels, model=fitted, folds=folds, progress=lambda m: status.update(m),
-                          label_model=label_model, resamples=resamples)
+                          label_model=label_model, resamples=resamples, v2_config=v2_config)
     written: list[Path] = []
     if plot is not None:
         from models.eval_plots import write_eval_plots
@@ -175,6 +203,9 @@ def print_eval_report(report: Any, headline: str) -> None:
               f"{report.weaver_version}, {'converged' if report.weaver_converged else 'NOT converged'} in "
               f"{report.weaver_iterations} iterations; class balance est. {report.class_balance_estimated:.3f}"
               f"{interval} / true {report.class_balance_true:.3f}")
+    if report.label_model_options:
+        out.print("fit options changed from the default: "
+                  + ", ".join(f"{k}={v}" for k, v in report.label_model_options.items()))
     out.print(fitted_table("", ["verifier", "kept", "est acc", "95% interval", "true acc", "AUROC"], accuracy_rows,
                            left=("verifier", "kept")))
     out.print(fitted_table("", ["verifier", "threshold", "pos rate", "TPR est/true", "FPR est/true"], rate_rows,
