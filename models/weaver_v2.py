@@ -490,11 +490,13 @@ def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.nd
 
     second = stage(sub)
     silent = np.zeros_like(kept)
+    tested = 0  # iterations of the stage run the association test looked at, replaced when it silences any
     if config.within_association:
         silent = _without_within_association(second, sub, within, z, varying & ~columns)
     if silent.any():  # refit with them abstaining in this stage: their histograms stay flat, no evidence
         stage_bins = sub.bins.copy()
         stage_bins[:, silent] = -1
+        tested = second.iterations
         second = stage(replace(sub, bins=stage_bins))
     assert second.contrast is not None
     posterior = fit.posterior.copy()
@@ -502,7 +504,7 @@ def _fit_grouped(fit: FitV2, layout: Layout, normalized: np.ndarray, bins: np.nd
     params = GroupedParams(columns, second.contrast.delta, second.contrast.gamma, second.contrast.var,
                            second.log_p1, second.log_p0, second.structure.weight, second.structure.icc,
                            second.rho0)
-    return params, replace(fit, posterior=posterior, iterations=fit.iterations + second.iterations,
+    return params, replace(fit, posterior=posterior, iterations=fit.iterations + tested + second.iterations,
                            converged=fit.converged and second.converged,
                            last_change=max(fit.last_change, second.last_change)), silent
 
