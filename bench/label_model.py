@@ -7,8 +7,9 @@ weaver-v1); goals from the core issue: fit < 1 s, score < 0.2 ms. The simulated 
 final answers, so v2 runs without answer groups in the rows with goals. A third model,
 ``weaver-v2 + answers``, gives the same candidates final answers (right ones share one, wrong ones pick
 one of five recurring answers), so it also pays for answer groups and the within-query stage (a
-second EM stage); it has no goal of its own. Wall and CPU time are both printed: on a shared,
-oversubscribed box the wall time measures the neighbours.
+second EM stage); it has no goal of its own. The last row groups answers no earlier call has seen (the
+answer caches cannot help), as a request of 100 candidates with 50 distinct answers would. Wall and CPU
+time are both printed: on a shared, oversubscribed box the wall time measures the neighbours.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.aggregators import QueryScores, WeaverAggregator  # noqa: E402
+from models.answers import group_answers  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.weaver import WeaverModel  # noqa: E402
 from models.weaver_v2 import WeaverV2Model  # noqa: E402
@@ -64,6 +66,16 @@ def main() -> None:
               f"{1e3 * statistics.median(score_times):>9.4f} ms {1e3 * min(score_times):>9.4f} ms "
               f"{1e3 * statistics.median(score_cpu):>9.4f} ms {'-' if with_answers else '< 0.2 ms':>10}")
         print(f"  ({label} EM iterations: {model.report.iterations}, converged: {model.report.converged})")
+    grouping_times = []
+    for repeat in range(args.repeats):  # answers never seen before (no cache helps): the cost of a fresh request
+        fresh = np.random.default_rng(100 + repeat).integers(0, 10**12, (500, 50)).astype(str).tolist()
+        calls = [row + row[:30] + row[:20] for row in fresh]
+        start = time.perf_counter()
+        for call in calls:
+            group_answers(call)
+        grouping_times.append((time.perf_counter() - start) / len(calls))
+    print(f"{'group_answers: 100 unseen answers, 50 distinct':<52} {1e3 * statistics.median(grouping_times):>9.4f} ms "
+          f"{1e3 * min(grouping_times):>9.4f} ms {'':>12} {'-':>10}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import re2
@@ -34,6 +35,9 @@ _LAST_NUMBER = re.compile(r"(?:-\$?\s*|\$\s*)?\d+(?:,\d+)*(?:\.\d+)?")
 MATH_VERIFY_TIMEOUT_S = 1  # per parse / verify call, main thread only (signal.alarm takes whole seconds)
 MATH_VERIFY_BUDGET_S = 2.0  # per group_answers call; past it, remaining pairs compare by canonical key only
 MAX_MATH_VERIFY_CHARS = 256  # longer answers are compared as normalized strings (sympy cost grows fast)
+# longer answers are keyed anew on every call: a request may hold 32,000 characters, so caching every answer
+# would let distinct long ones fill 65,536 cache entries with gigabytes
+MAX_CACHED_ANSWER_CHARS = 256
 
 
 def extract_answer(text: str) -> str | None:
@@ -58,11 +62,19 @@ def _as_number(answer: str) -> float | None:
         return float(match.group()) if match else None
 
 
-@lru_cache(maxsize=65536)
 def canonical_answer(answer: str | None) -> str | None:
     """A canonical key: equal keys mean equivalent answers (numbers normalized)."""
     if answer is None:
         return None
+    return _canonical_cached(answer) if len(answer) <= MAX_CACHED_ANSWER_CHARS else _canonical(answer)
+
+
+@lru_cache(maxsize=65536)
+def _canonical_cached(answer: str) -> str:
+    return _canonical(answer)
+
+
+def _canonical(answer: str) -> str:
     number = _as_number(answer)
     if number is None:
         head = _LAST_NUMBER.match(answer.strip())
@@ -78,12 +90,37 @@ def canonical_answer(answer: str | None) -> str | None:
 def answers_equivalent(a: str | None, b: str | None, use_math_verify: bool = True) -> bool:
     if a is None or b is None:
         return False
-    ka, kb = canonical_answer(a), canonical_answer(b)
-    if ka == kb:
+    return _equivalent(_Keyed.of(a), _Keyed.of(b), lambda: use_math_verify)
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """An answer with what every comparison needs, computed once (a group_answers call compares each answer
+    with every group found so far)."""
+
+    text: str
+    key: str | None
+    numeric: bool
+
+    @staticmethod
+    def of(answer: str) -> _Keyed:
+        return _keyed_cached(answer) if len(answer) <= MAX_CACHED_ANSWER_CHARS else _keyed(answer)
+
+
+def _keyed(answer: str) -> _Keyed:
+    return _Keyed(answer, canonical_answer(answer), _as_number(answer) is not None)
+
+
+_keyed_cached = lru_cache(maxsize=65536)(_keyed)
+
+
+def _equivalent(a: _Keyed, b: _Keyed, may_verify: Callable[[], bool]) -> bool:
+    """Equal canonical keys; else, unless both are plain numbers (then the keys decide), math-verify."""
+    if a.key == b.key:
         return True
-    if not use_math_verify or (_as_number(a) is not None and _as_number(b) is not None):
+    if a.numeric and b.numeric or not may_verify():
         return False
-    return _math_verify_equal(a, b)
+    return _math_verify_equal(a.text, b.text)
 
 
 def _math_verify_equal(a: str, b: str) -> bool:
@@ -135,18 +172,23 @@ def group_answers(answers: Sequence[str | None], budget_s: float = MATH_VERIFY_B
     math-verify call run to its timeout; N of them would otherwise cost N^2 timeouts).
     """
     deadline = time.monotonic() + budget_s
+
+    def in_budget() -> bool:
+        return time.monotonic() < deadline
+
     groups: list[int] = []
-    representatives: list[str] = []
+    representatives: list[_Keyed] = []
     for answer in answers:
         if answer is None:
             groups.append(-1)
             continue
+        keyed = _Keyed.of(answer)
         for gid, rep in enumerate(representatives):
-            if answers_equivalent(answer, rep, use_math_verify=time.monotonic() < deadline):
+            if _equivalent(keyed, rep, in_budget):
                 groups.append(gid)
                 break
         else:
-            representatives.append(answer)
+            representatives.append(keyed)
             groups.append(len(representatives) - 1)
     return groups
 
