@@ -286,32 +286,31 @@ class WeaverV2Model:
         """
         unique = self.answers_unique(task)
         groups = group_answers(answers or ()) if self.uses_groups(answers) else None
-        llr, normalized, missing = self._evidence(matrix, groups if self.scores_within(unique) else None)
+        layout = _query_layout(groups, unique) if groups is not None else None  # for evidence and posterior
+        llr, normalized, missing = self._evidence(matrix, layout if self.scores_within(unique) else None)
         kept = self._kept_idx
         observed = ~missing[:, kept]
         count = observed.sum(1)
         tie = np.where(count > 0, np.where(observed, normalized[:, kept], 0.0).sum(1) / np.maximum(count, 1), 0.5)
-        if groups is None:
+        if layout is None:
             return self.independent_posterior(llr), tie
-        post, _, group_of = self.group_posterior(llr, groups, unique)
-        return post[0][group_of], tie
+        post, _ = self._group_posteriors(llr, layout, unique, layout.group_of.size)
+        return post[layout.group_of], tie
 
     def _evidence(self, matrix: np.ndarray,
-                  within_groups: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Evidence, normalized scores and abstentions. With ``within_groups`` (a single-answer query's answer
+                  within_layout: Layout | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Evidence, normalized scores and abstentions. With ``within_layout`` (a single-answer query's answer
         groups, for a model with the within-query stage): the second stage's histograms for level verifiers
         and within-query contrasts for the others; else the first stage's histograms."""
         normalized = self.normalizer.transform(matrix)
         missing = np.isnan(normalized)
         bins = self._digitizer.global_bins(normalized, missing)
-        if within_groups is None or self.grouped is None:
+        if within_layout is None or self.grouped is None:
             return np.where(missing, 0.0, self._flat_table[bins]), normalized, missing
         g = self.grouped
         llr = np.where(missing, 0.0, self._grouped_flat[bins])
-        layout = build_layout([np.empty((len(within_groups), 0), dtype=np.int16)],
-                              [np.array(within_groups, dtype=np.int64)], [True])
         z = np.where(self.kept[None, :], normalized, np.nan)
-        terms = contrasts(z, layout.group_of, np.zeros(len(within_groups), dtype=np.int64), 1)
+        terms = contrasts(z, within_layout.group_of, np.zeros(within_layout.group_of.size, dtype=np.int64), 1)
         within = contrast_evidence(terms, ContrastFit(g.delta, g.gamma, g.var), g.columns)
         return np.where(g.columns[None, :], within, llr), normalized, missing
 
@@ -320,7 +319,8 @@ class WeaverV2Model:
         matrix in this model's column order and, on single-answer queries, its answer groups (``group_answers``
         ids; within-query contrasts then score the verifiers they apply to); ``models.lookahead`` adds
         simulated evidence to it."""
-        return self._evidence(matrix, groups if groups is not None and self.scores_within(unique) else None)[0]
+        within = groups is not None and self.scores_within(unique)
+        return self._evidence(matrix, _query_layout(groups, unique) if within and groups is not None else None)[0]
 
     def scores_within(self, unique: bool) -> bool:
         """Whether a grouped query with this uniqueness is scored by the within-query (second-stage) model."""
@@ -353,15 +353,17 @@ class WeaverV2Model:
         """P(group right) per group, P(no group right) and each candidate's group column, for ``copies``
         stacked copies of one query's (copies * n, m) evidence with the same answer groups (``group_answers``
         ids; a candidate without an answer is a group of its own): shapes (copies, G), (copies,) and (n,)."""
-        no_bins = np.empty((len(groups), 0), dtype=np.int16)  # scoring needs only the group structure
-        group_ids = np.array(groups, dtype=np.int64)
-        layout = build_layout([no_bins] * copies, [group_ids] * copies, [unique] * copies)
-        within = self.scores_within(unique)
-        structure = self._grouped_structure if within else self._structure
-        rho0 = self.none_right(len(groups)) if unique else self.rho0
-        post, none = group_posteriors(group_evidence(evidence, layout, member_weights(layout, structure)),
-                                      layout, rho0, self.pi)
+        layout = _query_layout(groups, unique, copies)
+        post, none = self._group_posteriors(evidence, layout, unique, len(groups))
         return post.reshape(copies, -1), none, layout.group_of[:len(groups)]
+
+    def _group_posteriors(self, evidence: np.ndarray, layout: Layout, unique: bool,
+                          n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+        """P(group right) per group of the layout's queries and P(no group right) per query."""
+        structure = self._grouped_structure if self.scores_within(unique) else self._structure
+        rho0 = self.none_right(n_candidates) if unique else self.rho0
+        return group_posteriors(group_evidence(evidence, layout, member_weights(layout, structure)), layout, rho0,
+                                self.pi)
 
     def none_right(self, n_candidates: int) -> float:
         """Prior P(no answer group right) for a single-answer query of ``n_candidates``: read off the fit per
@@ -527,6 +529,14 @@ def _without_within_association(stage: FitV2, layout: Layout, within: Within, z:
         stat = within_association(z[:, [j]], post[layout.group_of], within.query_of, layout.query_groups.size)[0]
         silent[j] = abs(stat) < WITHIN_ASSOCIATION_Z
     return silent
+
+
+def _query_layout(groups: Sequence[int], unique: bool, copies: int = 1) -> Layout:
+    """``copies`` stacked copies of one query's answer groups (``group_answers`` ids), at most one right when
+    ``unique``; scoring needs only the group structure, so the layout holds no bins."""
+    no_bins = np.empty((len(groups), 0), dtype=np.int16)
+    group_ids = np.array(groups, dtype=np.int64)
+    return build_layout([no_bins] * copies, [group_ids] * copies, [unique] * copies)
 
 
 def _has_answers(answers: Sequence[str | None] | None) -> bool:
