@@ -69,6 +69,8 @@ class VerifierRow:
     est_accuracy_low: float = float("nan")  # bootstrap interval over queries (label model v2)
     est_accuracy_high: float = float("nan")
     identified: bool | None = None
+    rests_on: str | None = None  # the verifier this estimate rests on (models.estimates), if any
+    est_accuracy_without: float = float("nan")  # the estimate refitted without it (NaN: nothing identified)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class EvalReport:
     class_balance_low: float = float("nan")
     class_balance_high: float = float("nan")
     class_balance_identified: bool | None = None
+    class_balance_rests_on: str | None = None
+    class_balance_without: float = float("nan")
     label_model_options: dict[str, Any] = field(default_factory=dict)  # v2 fit options changed from the default
 
 
@@ -294,6 +298,8 @@ def _report(book: _RowBook, fitted: LabelModel, label_model: str,
         class_balance_low=cb.interval.low if cb else float("nan"),
         class_balance_high=cb.interval.high if cb else float("nan"),
         class_balance_identified=cb.identified if cb else None,
+        class_balance_rests_on=cb.rests_on if cb else None,
+        class_balance_without=cb.without if cb else float("nan"),
         label_model_options=changed_options(fitted.config) if isinstance(fitted, WeaverV2Model) else {},
     )
 
@@ -327,5 +333,7 @@ def _verifier_rows(model: LabelModel, queries: Sequence[QueryScores], labels: Se
             est_accuracy_low=est.interval.low if est else float("nan"),
             est_accuracy_high=est.interval.high if est else float("nan"),
             identified=est.identified if est else None,
+            rests_on=est.rests_on if est else None,
+            est_accuracy_without=est.without if est else float("nan"),
         ))
     return tuple(rows)

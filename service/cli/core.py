@@ -198,6 +198,7 @@ def print_eval_report(report: Any, headline: str) -> None:
         rate_rows.append([r.name, fmt(r.threshold), fmt(r.positive_rate), f"{fmt(r.est_tpr)}/{fmt(r.true_tpr)}",
                           f"{fmt(r.est_fpr)}/{fmt(r.true_fpr)}"])
     interval = (f" [{report.class_balance_low:.3f}, {report.class_balance_high:.3f}]"
+                f"{'*' if report.class_balance_identified is False else ''}"
                 if not math.isnan(report.class_balance_low) else "")
     out.print(f"Verifiers: {report.label_model} estimates (no labels) vs truth (labels); model "
               f"{report.weaver_version}, {'converged' if report.weaver_converged else 'NOT converged'} in "
@@ -210,8 +211,9 @@ def print_eval_report(report: Any, headline: str) -> None:
                            left=("verifier", "kept")))
     out.print(fitted_table("", ["verifier", "threshold", "pos rate", "TPR est/true", "FPR est/true"], rate_rows,
                            left=("verifier",)))
-    if any(r.identified is False for r in report.verifier_rows):
-        out.print("* not identified by these data: the interval is wide or too few verifiers are independent")
+    if report.class_balance_identified is False or any(r.identified is False for r in report.verifier_rows):
+        out.print("* not identified by these data: the interval is wide, too few verifiers are independent, or the "
+                  "estimate rests on one verifier (refitted without it, it moves by more than 0.05)")
     for warning in report.weaver_warnings:
         out.print(f"[yellow]warning:[/] {warning}")
 

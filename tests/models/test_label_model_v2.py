@@ -186,6 +186,8 @@ def test_estimates_come_with_intervals_and_say_when_not_identified(realistic: tu
     truth = np.concatenate(sim.labels).mean()
     assert est.class_balance.interval.low <= est.class_balance.value <= est.class_balance.interval.high
     assert est.class_balance.identified and abs(est.class_balance.value - truth) < 0.03
+    # 32 candidates and a dozen verifiers: no estimate rests on any one of them
+    assert est.class_balance.rests_on is None and all(a.rests_on is None and a.identified for a in est.accuracies)
     # one weak verifier, no answers: nothing can be identified from agreement
     rng = np.random.default_rng(0)
     lone = [rng.random((10, 1)) for _ in range(30)]
