@@ -146,10 +146,9 @@ def _rests_on(value: float, moved: dict[str, float | None]) -> tuple[str | None,
     for name, alone in moved.items():
         if alone is None:
             return name, float("nan")
-    shifts = {name: abs(alone - value) for name, alone in moved.items() if alone is not None and np.isfinite(alone)}
-    if shifts:
-        name = max(shifts, key=lambda n: shifts[n])
-        if shifts[name] > MAX_LEAVE_ONE_OUT_SHIFT:
-            alone = moved[name]
-            return name, float("nan") if alone is None else alone
+    finite = {name: alone for name, alone in moved.items() if alone is not None and np.isfinite(alone)}
+    if finite:
+        name = max(finite, key=lambda n: abs(finite[n] - value))
+        if abs(finite[name] - value) > MAX_LEAVE_ONE_OUT_SHIFT:
+            return name, finite[name]
     return None, float("nan")
