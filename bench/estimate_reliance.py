@@ -13,7 +13,6 @@ move. Labels are read for the truth column only.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.dev_set import dev_queries, dev_set_path  # noqa: E402
 from models.estimates import LabelFreeEstimates, label_free_estimates  # noqa: E402
 from models.simulate_realistic import RealisticConfig, simulate_realistic  # noqa: E402
 
@@ -56,19 +56,15 @@ def main() -> None:
                                              seed=seed)
             print(summary(f"simulator, {samples} candidates, seed {seed}", estimates,
                           float(np.concatenate(sim.labels).mean())), flush=True)
-    data = args.data or Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
+    data = args.data or dev_set_path()
     if not (args.dev_scores.exists() and data.exists()):
         print(f"\n(dev set skipped: no score cache at {args.dev_scores} or no data at {data})")
         return
-    from models.answers import extract_answer
-    from models.data import load_candidate_sets
-    from workers.offline import score_candidate_sets
-
-    sets = load_candidate_sets(data)
-    names, matrices = score_candidate_sets(sets, args.dev_verifiers, cache_path=args.dev_scores, progress=False)
-    answers = [tuple(extract_answer(c.text) for c in cs.candidates) for cs in sets]
-    estimates = label_free_estimates(matrices, names, answers, [cs.task for cs in sets], n_resamples=args.resamples)
-    truth = float(np.nanmean(np.concatenate([np.asarray(cs.labels, dtype=float) for cs in sets])))
+    queries, labels = dev_queries(args.dev_scores, data, args.dev_verifiers)
+    estimates = label_free_estimates([q.matrix for q in queries], queries[0].verifier_names,
+                                     [q.answers for q in queries], [q.task for q in queries],
+                                     n_resamples=args.resamples)
+    truth = float(np.nanmean(np.concatenate([y for y in labels if y is not None])))
     print(summary(f"dev set, {args.dev_verifiers}", estimates, truth))
 
 

@@ -18,7 +18,6 @@ dev set also each row's selection accuracy by stratum of queries (what their ans
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -186,15 +185,10 @@ def simulator_rows(seeds: Sequence[int], n_queries: int, n_samples: int) -> tupl
 
 def dev_rows(path: Path, data: Path, verifiers: str) -> tuple[list[Row], float, str, dict[str, np.ndarray]]:
     """Rows, the true class balance, the verifier names and the queries' strata (``answer_strata``)."""
-    from models.answers import extract_answer
-    from models.data import load_candidate_sets
-    from workers.offline import score_candidate_sets
+    from bench.dev_set import dev_queries
 
-    sets = load_candidate_sets(data)
-    names, matrices = score_candidate_sets(sets, verifiers, cache_path=path, progress=False)
-    queries = [QueryScores(m, tuple(names), tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
-               for m, cs in zip(matrices, sets, strict=True)]
-    labels = [cs.labels for cs in sets]
+    queries, labels = dev_queries(path, data, verifiers)
+    names = queries[0].verifier_names
     rows = label_free_rows(queries, labels, folds=5, seed=0)
     rows.append(cross_fitted_supervised(queries, labels, 5, 0))
     rows.append(Row("any candidate correct (ceiling)", "yes", [float(np.nanmax(y)) for y in labels]))
@@ -274,7 +268,9 @@ def main() -> None:
         print_table(f"Realistic simulator: seeds {seeds}, {args.queries} queries x {args.samples} candidates each "
                     f"(intervals over the {len(seeds) * args.queries} pooled queries)", rows, balance)
         print_paired_differences(rows)
-    data = args.data or Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
+    from bench.dev_set import dev_set_path
+
+    data = args.data or dev_set_path()
     if args.dev_scores.exists() and data.exists():
         rows, balance, names, strata = dev_rows(args.dev_scores, data, args.dev_verifiers)
         print_table(f"Dev set {data.name} ({len(rows[0].hits)} queries), verifiers: {names}", rows, balance)

@@ -36,7 +36,6 @@ verifier's evidence per bin as served beside the log-ratio counted from the labe
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -366,17 +365,12 @@ def main() -> None:
         print_rows(f"Realistic simulator, seeds {seeds}, {args.queries} queries x {samples} candidates",
                    {k: v for k, v in pooled.items() if k != NO_DRIFT}, truth)
         print_rows("same seeds, world without per-query drift", {NO_DRIFT: pooled[NO_DRIFT]}, no_drift_truth)
-    data = Path(os.environ.get("WEAVER_DATA_DIR", "../shared/data")) / "gsm8k_gpt3_dev.jsonl"
-    if args.dev_scores.exists() and data.exists():
-        from models.answers import extract_answer
-        from models.data import load_candidate_sets
-        from workers.offline import score_candidate_sets
+    from bench.dev_set import dev_queries, dev_set_path
 
-        sets = load_candidate_sets(data)
-        names, matrices = score_candidate_sets(sets, args.dev_verifiers, cache_path=args.dev_scores, progress=False)
-        queries = [QueryScores(m, tuple(names), tuple(extract_answer(c.text) for c in cs.candidates), cs.task)
-                   for m, cs in zip(matrices, sets, strict=True)]
-        maybe = [cs.labels for cs in sets]
+    data = dev_set_path()
+    if args.dev_scores.exists() and data.exists():
+        queries, maybe = dev_queries(args.dev_scores, data, args.dev_verifiers)
+        names = queries[0].verifier_names
         labels = [y for y in maybe if y is not None]
         if len(labels) != len(maybe):
             raise SystemExit("the dev set needs correctness labels for every query")
