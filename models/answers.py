@@ -64,14 +64,7 @@ def _as_number(answer: str) -> float | None:
 
 def canonical_answer(answer: str | None) -> str | None:
     """A canonical key: equal keys mean equivalent answers (numbers normalized)."""
-    if answer is None:
-        return None
-    return _canonical_cached(answer) if len(answer) <= MAX_CACHED_ANSWER_CHARS else _canonical(answer)
-
-
-@lru_cache(maxsize=65536)
-def _canonical_cached(answer: str) -> str:
-    return _canonical(answer)
+    return None if answer is None else _keyed(answer).key
 
 
 def _canonical(answer: str) -> str:
@@ -90,7 +83,7 @@ def _canonical(answer: str) -> str:
 def answers_equivalent(a: str | None, b: str | None, use_math_verify: bool = True) -> bool:
     if a is None or b is None:
         return False
-    return _equivalent(_Keyed.of(a), _Keyed.of(b), lambda: use_math_verify)
+    return _equivalent(_keyed(a), _keyed(b), lambda: use_math_verify)
 
 
 @dataclass(frozen=True)
@@ -99,19 +92,20 @@ class _Keyed:
     with every group found so far)."""
 
     text: str
-    key: str | None
+    key: str
     numeric: bool
 
-    @staticmethod
-    def of(answer: str) -> _Keyed:
-        return _keyed_cached(answer) if len(answer) <= MAX_CACHED_ANSWER_CHARS else _keyed(answer)
+
+def _key(answer: str) -> _Keyed:
+    return _Keyed(answer, _canonical(answer), _as_number(answer) is not None)
+
+
+_keyed_cached = lru_cache(maxsize=65536)(_key)
 
 
 def _keyed(answer: str) -> _Keyed:
-    return _Keyed(answer, canonical_answer(answer), _as_number(answer) is not None)
-
-
-_keyed_cached = lru_cache(maxsize=65536)(_keyed)
+    """The answer's key, cached for answers of up to ``MAX_CACHED_ANSWER_CHARS``."""
+    return _keyed_cached(answer) if len(answer) <= MAX_CACHED_ANSWER_CHARS else _key(answer)
 
 
 def _equivalent(a: _Keyed, b: _Keyed, may_verify: Callable[[], bool]) -> bool:
@@ -182,7 +176,7 @@ def group_answers(answers: Sequence[str | None], budget_s: float = MATH_VERIFY_B
         if answer is None:
             groups.append(-1)
             continue
-        keyed = _Keyed.of(answer)
+        keyed = _keyed(answer)
         for gid, rep in enumerate(representatives):
             if _equivalent(keyed, rep, in_budget):
                 groups.append(gid)

@@ -48,3 +48,9 @@ def changed_options(config: WeaverV2Config) -> dict[str, Any]:
     """The fields of ``config`` that differ from the default (what an eval report should say it ran with)."""
     default = asdict(WeaverV2Config())
     return {key: value for key, value in asdict(config).items() if value != default[key]}
+
+
+def describe_options(changed: dict[str, Any]) -> str:
+    """``changed_options``' result as the CLI prints it."""
+    return "fit options changed from the default: " + (
+        ", ".join(f"{key}={value}" for key, value in changed.items()) or "none (the values given are the defaults)")

@@ -319,8 +319,8 @@ class WeaverV2Model:
         matrix in this model's column order and, on single-answer queries, its answer groups (``group_answers``
         ids; within-query contrasts then score the verifiers they apply to); ``models.lookahead`` adds
         simulated evidence to it."""
-        within = groups is not None and self.scores_within(unique)
-        return self._evidence(matrix, _query_layout(groups, unique) if within and groups is not None else None)[0]
+        within = _query_layout(groups, unique) if groups is not None and self.scores_within(unique) else None
+        return self._evidence(matrix, within)[0]
 
     def scores_within(self, unique: bool) -> bool:
         """Whether a grouped query with this uniqueness is scored by the within-query (second-stage) model."""

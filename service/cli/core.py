@@ -7,11 +7,14 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from service.cli.common import build_queries, fail, fmt, jsonable, load_sets, nan_labels, score_cache
+
+if TYPE_CHECKING:
+    from models.weaver_v2 import WeaverV2Config
 
 
 def simulate(
@@ -52,7 +55,7 @@ V2_OPTION_HELP = ("A weaver-v2 fit option as KEY=VALUE, repeatable (e.g. within_
                   "docs/label-model.md lists them with the ablation each reproduces")
 
 
-def v2_config_or_fail(options: list[str] | None, label_model: str) -> Any:
+def v2_config_or_fail(options: list[str] | None, label_model: str) -> WeaverV2Config | None:
     """The WeaverV2Config the --v2-option flags ask for (None: none given); a bad one ends the command."""
     if not options:
         return None
@@ -94,11 +97,9 @@ def fit(
                f"{'converged' if rep.converged else 'NOT converged'} in {rep.iterations} iterations, "
                f"{rep.fit_seconds:.3f} s")
     if v2_config is not None:
-        from models.v2_options import changed_options
+        from models.v2_options import changed_options, describe_options
 
-        changed = changed_options(v2_config)
-        typer.echo("fit options changed from the default: "
-                   + (", ".join(f"{k}={v}" for k, v in changed.items()) or "none (the values given are the defaults)"))
+        typer.echo(describe_options(changed_options(v2_config)))
     within = getattr(rep, "within_query", ())
     if within:
         typer.echo(f"within-query contrasts on single-answer queries: {', '.join(within)}")
@@ -205,8 +206,9 @@ def print_eval_report(report: Any, headline: str) -> None:
               f"{report.weaver_iterations} iterations; class balance est. {report.class_balance_estimated:.3f}"
               f"{interval} / true {report.class_balance_true:.3f}")
     if report.label_model_options:
-        out.print("fit options changed from the default: "
-                  + ", ".join(f"{k}={v}" for k, v in report.label_model_options.items()))
+        from models.v2_options import describe_options
+
+        out.print(describe_options(report.label_model_options))
     out.print(fitted_table("", ["verifier", "kept", "est acc", "95% interval", "true acc", "AUROC"], accuracy_rows,
                            left=("verifier", "kept")))
     out.print(fitted_table("", ["verifier", "threshold", "pos rate", "TPR est/true", "FPR est/true"], rate_rows,
